@@ -64,8 +64,8 @@ def array_namespace(*arrays):
 
 def to_numpy(x):
     """Copy an array of any backend to a host NumPy array (a sync: never inside the time loop)."""
-    if isinstance(x, np.ndarray):
-        return x
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
     if hasattr(x, "get"):  # cupy
         return x.get()
     return np.from_dlpack(x)

@@ -1,0 +1,209 @@
+"""The training command line, parsed into one frozen `TrainConfig` that is written beside every run.
+
+Defaults live in one place, the dataclass fields below; argparse only names, types and checks the
+flags (every option has `type=` or `choices=`), and leaves options the user did not give as None.
+That lets `--resume` start from the run's recorded config and apply only the flags given again.
+
+The fields split into two groups:
+- IDENTITY_FIELDS fix what is trained (model shape, data, optimizer, seed). A checkpoint can only
+  be resumed under the same identity, which makes the resumed run equal to an uninterrupted one.
+- the rest control how the run is driven (length, evaluation cadence, backend, paths) and may
+  change when a run is resumed, e.g. `--steps` to train longer.
+"""
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backend import BACKENDS
+
+DEFAULT_LR = {"adam": 1e-3, "rmsprop": 1e-4}   # SPEC "Training defaults"
+
+IDENTITY_FIELDS = (
+    "model", "experiment", "batch_size", "classes", "samples", "hidden", "slots", "width", "reads",
+    "gamma", "mann_add", "optimizer", "lr", "clip", "split", "split_seed", "seed", "rotations90",
+)
+
+
+class ConfigError(ValueError):
+    """A command line or run directory that cannot be used (the message says what to do)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on. None means 'the default for this model/optimizer'
+    until `resolve` fills it in, so a written config.json never holds None for those."""
+    # what is trained
+    model: str = "flmn"
+    experiment: int = 1               # 1: no augmentation, 2: rotation + shift   [FLMN §5.2-5.3]
+    batch_size: int = 16
+    classes: int = 5
+    samples: int = 10
+    hidden: int = 200
+    slots: int | None = None          # None: 64 for FLMN, 128 for MANN
+    width: int = 40
+    reads: int = 1
+    gamma: float = 0.95
+    mann_add: str = "separate"
+    optimizer: str = "adam"
+    lr: float | None = None           # None: DEFAULT_LR[optimizer]
+    clip: float = 10.0                # global-norm clipping of gradients; 0 turns it off
+    split: str = "paper"
+    split_seed: int = 0
+    seed: int = 0
+    rotations90: bool = False
+    # how the run is driven
+    steps: int = 100_000
+    eval_every: int = 250             # steps; 0 turns periodic evaluation off
+    eval_episodes: int = 160          # per periodic evaluation
+    final_eval_episodes: int = 1000   # at the end of the run
+    eval_seed: int = 1234             # fixed, so that periodic evaluations are comparable
+    log_every: int = 50               # steps between metrics.csv rows (and host syncs)
+    backend: str = "auto"
+    data_dir: str | None = None       # None: $FLMN_DATA_DIR, else ./data
+    out: str | None = None            # None: runs/<model>-exp<k>-seed<s>
+    resume: bool = False
+    stop_after: int | None = None     # testing hook: SIGKILL this process after that step
+
+    def identity(self):
+        """The fields that must match for a checkpoint to be resumed."""
+        return {name: getattr(self, name) for name in IDENTITY_FIELDS}
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of `to_dict`; ignores keys this version does not know."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _int_at_least(low):
+    def parse(s):
+        v = int(s)
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {s}")
+        return v
+    parse.__name__ = "int"
+    return parse
+
+
+def _float_in(low, high, low_open=False):
+    def parse(s):
+        v = float(s)
+        if not (low < v if low_open else low <= v) or not v <= high or v != v:
+            lo = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"must be a number in {lo}{low}, {high}], got {s}")
+        return v
+    parse.__name__ = "float"
+    return parse
+
+
+def build_parser():
+    """The train.py argument parser. Options default to None (= not given); the real defaults are
+    TrainConfig's and are shown in --help."""
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="train.py", allow_abbrev=False,
+        description="Train FLMN or MANN on one-shot Omniglot episodes (SPEC.md defaults).")
+
+    def opt(flag, help, **kw):
+        p.add_argument(flag, default=None, help=help, **kw)
+
+    pos = _int_at_least(1)
+    nonneg = _int_at_least(0)
+    opt("--model", f"model to train (default {d.model})", choices=("flmn", "mann"))
+    opt("--experiment", f"1: plain episodes, 2: rotated and shifted images (default {d.experiment})",
+        type=int, choices=(1, 2))
+    opt("--steps", f"optimizer steps to train for in total (default {d.steps})", type=pos)
+    opt("--batch-size", f"episodes per step (default {d.batch_size})", type=pos)
+    opt("--classes", f"classes per episode (default {d.classes})", type=pos)
+    opt("--samples", f"samples per class per episode (default {d.samples})", type=pos)
+    opt("--hidden", f"LSTM units (default {d.hidden})", type=pos)
+    opt("--slots", "memory slots (default 64 for flmn, 128 for mann)", type=pos)
+    opt("--width", f"memory slot width (default {d.width})", type=pos)
+    opt("--reads", f"MANN read/write heads (default {d.reads})", type=pos)
+    opt("--gamma", f"usage decay (default {d.gamma})", type=_float_in(0.0, 1.0))
+    opt("--mann-add", f"MANN add vector: separate output or the key (default {d.mann_add})",
+        choices=("separate", "key"))
+    opt("--optimizer", f"optimizer (default {d.optimizer})", choices=tuple(DEFAULT_LR))
+    opt("--lr", "learning rate (default: adam 1e-3, rmsprop 1e-4)",
+        type=_float_in(0.0, float("inf"), low_open=True))
+    opt("--clip", f"max global gradient norm, 0 = no clipping (default {d.clip})",
+        type=_float_in(0.0, float("inf")))
+    opt("--split", f"class split: paper 1209/414 or background 964/659 (default {d.split})",
+        choices=("paper", "background"))
+    opt("--split-seed", f"seed of the class split permutation (default {d.split_seed})", type=nonneg)
+    opt("--seed", f"seed of the initial parameters and of every batch (default {d.seed})",
+        type=nonneg)
+    opt("--rotations90", "add Santoro's extra classes (characters rotated by 90/180/270 degrees)",
+        action="store_true")
+    opt("--eval-every", f"steps between evaluations and checkpoints, 0 = only at the end "
+        f"(default {d.eval_every})", type=nonneg)
+    opt("--eval-episodes", f"held-out episodes per periodic evaluation (default {d.eval_episodes})",
+        type=nonneg)
+    opt("--final-eval-episodes", f"held-out episodes for the evaluation at the end "
+        f"(default {d.final_eval_episodes})", type=nonneg)
+    opt("--eval-seed", f"seed of the evaluation episodes (default {d.eval_seed})", type=nonneg)
+    opt("--log-every", f"steps between metrics.csv rows (default {d.log_every})", type=pos)
+    opt("--backend", f"array backend; auto = CuPy if a GPU is usable (default {d.backend})",
+        choices=BACKENDS)
+    opt("--data-dir", "dataset folder (default: $FLMN_DATA_DIR, else ./data)", type=str)
+    opt("--out", "run directory (default: runs/<model>-exp<k>-seed<s>)", type=str)
+    opt("--resume", "continue the run in --out from its checkpoint.npz", action="store_true")
+    opt("--stop-after", argparse.SUPPRESS, type=pos)   # testing hook, hidden from --help
+    return p
+
+
+def parse_args(argv=None):
+    """argv -> (config with defaults filled in, dict of the options given explicitly)."""
+    ns = build_parser().parse_args(argv)
+    given = {k: v for k, v in vars(ns).items() if v is not None}
+    return resolve(TrainConfig(**given)), given
+
+
+def resolve(cfg):
+    """Fill the None defaults that depend on other fields (lr, slots, out)."""
+    from .models import ModelConfig   # the model owns its slot default
+    changes = {}
+    if cfg.lr is None:
+        changes["lr"] = DEFAULT_LR[cfg.optimizer]
+    if cfg.slots is None:
+        changes["slots"] = ModelConfig(model=cfg.model).n_slots
+    if cfg.out is None:
+        changes["out"] = str(Path("runs") / f"{cfg.model}-exp{cfg.experiment}-seed{cfg.seed}")
+    return dataclasses.replace(cfg, **changes)
+
+
+def merge_for_resume(recorded, given):
+    """The config of a resumed run: the recorded one with the explicitly given flags applied.
+    Raises ConfigError naming each identity flag that differs from the recorded run."""
+    fresh = dataclasses.replace(recorded, resume=False, stop_after=None)   # never carried over
+    merged = dataclasses.replace(fresh, **given)
+    diffs = identity_diff(recorded, merged)
+    if diffs:
+        raise ConfigError(
+            f"{merged.out} holds a run made with {diffs}; resume it without those flags, "
+            f"or choose another --out for a new run")
+    return merged
+
+
+def identity_diff(a, b):
+    """'--flag A (asked: B), ...' for every identity field where configs a and b differ; '' if none."""
+    parts = [f"--{k.replace('_', '-')} {va} (asked: {b.identity()[k]})"
+             for k, va in a.identity().items() if va != b.identity()[k]]
+    return ", ".join(parts)
+
+
+def model_config(cfg):
+    """The engine's ModelConfig for a TrainConfig."""
+    from .models import ModelConfig
+    return ModelConfig(model=cfg.model, n_classes=cfg.classes, hidden=cfg.hidden, slots=cfg.slots,
+                       width=cfg.width, reads=cfg.reads, gamma=cfg.gamma, mann_add=cfg.mann_add)
+
+
+def to_json(obj):
+    """Stable, readable JSON text (sorted keys) for config.json and the checkpoint."""
+    return json.dumps(obj, indent=2, sort_keys=True)

@@ -1,0 +1,73 @@
+"""Memory writes: LRUA write weights, erase-and-add writes, usage and the least-used slots.
+
+Shapes carry a head axis R (MANN's write heads; R = 1 for FLMN):
+M (B, N, W) memory, w (B, R, N) weights, a (B, R, W) add vectors, g (B, R) gates.
+Derivations: docs/derivations.md#lrua-write and #label-write.
+"""
+from .backend import array_namespace
+
+
+def write_weights_forward(g, w_r_prev, w_lu_prev):
+    """w_w[t] = g[t] w_r[t-1] + (1 - g[t]) w_lu[t-1]          [FLMN eq 6; MANN step 1]
+
+    g (B, R), w_r_prev (B, R, N), w_lu_prev (B, R, N)  ->  w_w (B, R, N), cache.
+    """
+    diff = w_r_prev - w_lu_prev
+    return w_lu_prev + g[:, :, None] * diff, (g, diff)
+
+
+def write_weights_backward(dw_w, cache):
+    """dg = sum_i dw_w[i] (w_r[t-1][i] - w_lu[t-1][i]);  dw_r_prev = g dw_w.
+    w_lu[t-1] is a constant in backward (it comes from an argmin)."""
+    g, diff = cache
+    xp = array_namespace(dw_w)
+    return xp.sum(dw_w * diff, axis=-1), g[:, :, None] * dw_w
+
+
+def write_forward(M_prev, w, a, erase=None):
+    """M[t](i) = M[t-1](i) (1 - erase(i)) + sum_r w[r](i) a[r]      [FLMN eq 7-8, eq 10]
+
+    M_prev (B, N, W), w (B, R, N), a (B, R, W), erase (B, N) or None (no erase: the label write)
+    ->  M (B, N, W), cache.
+    """
+    xp = array_namespace(M_prev, w, a)
+    if w.shape[1] == 1:   # an outer product: broadcasting beats matmul with inner size 1
+        added = w[:, 0, :, None] * a[:, 0, None, :]
+    else:
+        added = xp.matmul(w.mT, a)                                     # (B, N, W)
+    keep = None if erase is None else (1.0 - erase)[:, :, None]       # (B, N, 1)
+    M = added + (M_prev if keep is None else M_prev * keep)
+    return M, (w, a, keep)
+
+
+def write_backward(dM, cache):
+    """dM_prev = dM (1 - erase);  dw[r](i) = dM(i) . a[r];  da[r] = sum_i w[r](i) dM(i).
+    erase is the least-used one-hot, a constant in backward."""
+    w, a, keep = cache
+    xp = array_namespace(dM)
+    dM_prev = dM if keep is None else dM * keep
+    return dM_prev, xp.matmul(a, dM.mT), xp.matmul(w, dM)
+
+
+def usage_forward(w_u_prev, gamma, *weights):
+    """w_u[t] = gamma w_u[t-1] + sum of the step's weights, summed over heads   [FLMN eq 4]
+
+    w_u_prev (B, N); each weight (B, R, N).  Not differentiated: w_u reaches the loss only
+    through the argmin in least_used, so it carries no gradient.
+    """
+    xp = array_namespace(w_u_prev)
+    w_u = gamma * w_u_prev
+    for w in weights:
+        w_u = w_u + xp.sum(w, axis=1)
+    return w_u
+
+
+def least_used(w_u, n_heads):
+    """One-hot of the n_heads least-used slots, ascending usage, ties to the lowest index
+    [FLMN eq 5]:  w_u (B, N)  ->  w_lu (B, n_heads, N).   # constant in backward"""
+    xp = array_namespace(w_u)
+    if n_heads == 1:
+        idx = xp.argmin(w_u, axis=-1)[:, None]                        # first minimum
+    else:
+        idx = xp.argsort(w_u, axis=-1, stable=True)[:, :n_heads]      # (B, R)
+    return xp.astype(idx[:, :, None] == xp.arange(w_u.shape[-1]), w_u.dtype)

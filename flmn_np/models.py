@@ -1,0 +1,252 @@
+"""FLMN and MANN over a whole episode: LSTM controller + a memory step, forward and BPTT.
+
+    z[t]      = [x[t]; onehot(y[t-1]); r[t-1]; h[t-1]] W_lstm + b_lstm      (gates, (B, 4H))
+    h[t], c[t] = LSTM(z[t], c[t-1])
+    heads[t]  = h[t] W_head + b_head                                         (interface)
+    r[t], mem[t] = memory step (flmn.py or mann.py)
+    logits[t] = [h[t]; r[t]] W_out + b_out
+
+Speed: the parts of z that do not depend on the recurrence (x and the previous label) are one
+matrix product for all T steps before the loop, the output layer is one product after it, and
+every weight gradient is one product after the backward loop. Inside the loop only the
+recurrent products and the memory step remain. Derivation: docs/derivations.md#bptt.
+"""
+import dataclasses
+from typing import NamedTuple, Any
+
+import numpy as np
+
+from . import flmn, mann
+from .backend import array_namespace
+from .lstm import lstm_cell_forward, lstm_cell_backward
+from .ops import previous_label_onehot, cross_entropy_forward, cross_entropy_backward
+
+MEMORIES = {"flmn": flmn, "mann": mann}
+DEFAULT_SLOTS = {"flmn": 64, "mann": 128}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of a model; defaults are SPEC.md's."""
+    model: str = "flmn"          # 'flmn' or 'mann'
+    input_size: int = 400        # D = 20 * 20
+    n_classes: int = 5           # C
+    hidden: int = 200            # H, LSTM units
+    slots: int | None = None     # N; None -> 64 for FLMN, 128 for MANN
+    width: int = 40              # W, slot width
+    reads: int = 1               # R, MANN's read/write heads (FLMN has one)
+    gamma: float = 0.95          # usage decay [FLMN eq 4]
+    mann_add: str = "separate"   # MANN add vector: 'separate' head or the 'key' itself
+
+    def __post_init__(self):
+        if self.model not in MEMORIES:
+            raise ValueError(f"model must be one of {sorted(MEMORIES)}, got {self.model!r}")
+        if self.mann_add not in ("separate", "key"):
+            raise ValueError(f"mann_add must be 'separate' or 'key', got {self.mann_add!r}")
+        for name in ("input_size", "n_classes", "hidden", "width", "reads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.model == "flmn" and self.reads != 1:
+            raise ValueError("FLMN has a single read head: reads must be 1")
+        if self.n_slots < self.reads:
+            raise ValueError(f"need at least as many slots ({self.n_slots}) as heads ({self.reads})")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+
+    @property
+    def n_slots(self):
+        return DEFAULT_SLOTS[self.model] if self.slots is None else self.slots
+
+    @property
+    def memory(self):
+        """The module with this model's memory step (flmn or mann)."""
+        return MEMORIES[self.model]
+
+
+class State(NamedTuple):
+    """Recurrent state after step t; a gradient of the state has the same type."""
+    h: Any      # (B, H) controller output
+    c: Any      # (B, H) LSTM cell
+    r: Any      # (B, R W) what the memory returned
+    mem: Any    # FLMNMemory or MANNMemory
+
+
+def param_shapes(cfg):
+    """name -> shape of every parameter, in a fixed order (init draws in this order)."""
+    D, C, H = cfg.input_size, cfg.n_classes, cfg.hidden
+    RW = cfg.memory.read_size(cfg)
+    return {
+        "W_lstm": (D + C + RW + H, 4 * H),   # rows: x, onehot(y[t-1]), r[t-1], h[t-1]
+        "b_lstm": (4 * H,),                  # gates [i | f | o | g]
+        "W_head": (H, cfg.memory.head_size(cfg)),
+        "b_head": (cfg.memory.head_size(cfg),),
+        "W_out": (H + RW, C),                # rows: h[t], r[t]
+        "b_out": (C,),
+    }
+
+
+def init_params(cfg, seed, xp, dtype="float32"):
+    """Glorot-uniform weights from a seeded host Generator, zero biases but the forget gate's
+    (1), cast to `dtype` and moved to `xp` once                                    [SPEC.md]."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in param_shapes(cfg).items():
+        if len(shape) == 2:
+            limit = np.sqrt(6.0 / (shape[0] + shape[1]))
+            value = rng.uniform(-limit, limit, size=shape)
+        else:
+            value = np.zeros(shape)
+        if name == "b_lstm":
+            value[cfg.hidden:2 * cfg.hidden] = 1.0                       # forget gate
+        params[name] = xp.asarray(value.astype(dtype))
+    return params
+
+
+def initial_state(cfg, batch_size, xp, dtype):
+    """h = c = 0, r = 0 and the model's initial memory                            [SPEC.md]."""
+    H, RW = cfg.hidden, cfg.memory.read_size(cfg)
+    return State(h=xp.zeros((batch_size, H), dtype=dtype), c=xp.zeros((batch_size, H), dtype=dtype),
+                 r=xp.zeros((batch_size, RW), dtype=dtype),
+                 mem=cfg.memory.initial_memory(cfg, batch_size, xp, dtype))
+
+
+def zero_dstate(state, cfg):
+    """The gradient reaching the state after the last step: zero."""
+    xp = array_namespace(state.h)
+    return State(h=xp.zeros_like(state.h), c=xp.zeros_like(state.c), r=xp.zeros_like(state.r),
+                 mem=cfg.memory.zero_dmemory(state.mem))
+
+
+def _split_W_lstm(params, cfg):
+    """W_lstm = [W_in; W_rec]: rows for (x, onehot(y[t-1])) and rows for (r[t-1], h[t-1])."""
+    n_in = cfg.input_size + cfg.n_classes
+    return params["W_lstm"][:n_in, :], params["W_lstm"][n_in:, :]
+
+
+def core_step_forward(z_in, state_prev, params, W_rec, cfg):
+    """The recurrent part of step t. z_in (B, 4H): the gates' input part, bias included.
+    ->  state (after step t), cache."""
+    xp = array_namespace(z_in)
+    rh_prev = xp.concat([state_prev.r, state_prev.h], axis=-1)         # (B, RW + H)
+    h, c, lstm_cache = lstm_cell_forward(z_in + xp.matmul(rh_prev, W_rec), state_prev.c)
+    heads = xp.matmul(h, params["W_head"]) + params["b_head"]
+    r, mem, mem_cache = cfg.memory.memory_step_forward(heads, state_prev.mem, cfg)
+    return State(h=h, c=c, r=r, mem=mem), (rh_prev, lstm_cache, mem_cache)
+
+
+def core_step_backward(dstate, cache, params, W_rec, cfg):
+    """dstate: everything reaching the state after step t.
+    ->  dz (B, 4H), dheads (B, head_size), dstate_prev.  Weight gradients are left to the caller:
+    dW_rec += rh_prev^T dz,  dW_head += h^T dheads."""
+    rh_prev, lstm_cache, mem_cache = cache
+    xp = array_namespace(dstate.h)
+    dheads, dmem_prev = cfg.memory.memory_step_backward(dstate.r, dstate.mem, mem_cache)
+    dh = dstate.h + xp.matmul(dheads, params["W_head"].mT)
+    dz, dc_prev = lstm_cell_backward(dh, dstate.c, lstm_cache)
+    drh_prev = xp.matmul(dz, W_rec.mT)                                 # (B, RW + H)
+    RW = dstate.r.shape[-1]
+    dstate_prev = State(h=drh_prev[:, RW:], c=dc_prev, r=drh_prev[:, :RW], mem=dmem_prev)
+    return dz, dheads, dstate_prev
+
+
+def episode_forward(params, x, y, cfg):
+    """x (B, T, D) float, y (B, T) int labels  ->  logits (B, T, C), cache.
+
+    Step t sees x[t] and onehot(y[t-1]) (zeros at t = 0)                        [FLMN §3].
+    """
+    xp = array_namespace(x)
+    B, T, _ = x.shape
+    W_in, W_rec = _split_W_lstm(params, cfg)
+    u = xp.concat([x, previous_label_onehot(y, cfg.n_classes, x.dtype)], axis=-1)
+    u = xp.permute_dims(u, (1, 0, 2))                                  # (T, B, D + C), time-major
+    z_in = xp.matmul(u, W_in) + params["b_lstm"]                       # (T, B, 4H): all T at once
+
+    state = initial_state(cfg, B, xp, x.dtype)
+    step_caches, hs, rs = [], [], []
+    for t in range(T):
+        state, step_cache = core_step_forward(z_in[t, ...], state, params, W_rec, cfg)
+        step_caches.append(step_cache)
+        hs.append(state.h)
+        rs.append(state.r)
+    hr = xp.concat([xp.stack(hs), xp.stack(rs)], axis=-1)              # (T, B, H + RW)
+    logits = xp.matmul(hr, params["W_out"]) + params["b_out"]         # (T, B, C)
+    return xp.permute_dims(logits, (1, 0, 2)), (u, hr, step_caches, state, params, cfg)
+
+
+def episode_backward(dlogits, cache):
+    """dlogits (B, T, C)  ->  grads, a dict with exactly the params' keys (BPTT)."""
+    u, hr, step_caches, state_T, params, cfg = cache
+    xp = array_namespace(dlogits)
+    T, B, _ = hr.shape
+    H = cfg.hidden
+    _, W_rec = _split_W_lstm(params, cfg)
+
+    def flat(a):  # (T, B, n) -> (T B, n), for the weight-gradient products
+        return xp.reshape(a, (T * B, a.shape[-1]))
+
+    dlogits = xp.permute_dims(dlogits, (1, 0, 2))                      # (T, B, C)
+    grads = {"W_out": xp.matmul(flat(hr).mT, flat(dlogits)), "b_out": xp.sum(flat(dlogits), axis=0)}
+    dhr = xp.matmul(dlogits, params["W_out"].mT)                       # (T, B, H + RW)
+
+    dstate = zero_dstate(state_T, cfg)
+    dzs, dheads_all = [None] * T, [None] * T
+    for t in reversed(range(T)):
+        dstate = dstate._replace(h=dstate.h + dhr[t, :, :H], r=dstate.r + dhr[t, :, H:])
+        dzs[t], dheads_all[t], dstate = core_step_backward(dstate, step_caches[t], params, W_rec, cfg)
+
+    dz, dheads = xp.stack(dzs), xp.stack(dheads_all)                    # (T, B, 4H), (T, B, n_head)
+    rh_prev = xp.stack([c[0] for c in step_caches])                     # (T, B, RW + H)
+    grads["W_lstm"] = xp.matmul(flat(xp.concat([u, rh_prev], axis=-1)).mT, flat(dz))
+    grads["b_lstm"] = xp.sum(flat(dz), axis=0)
+    grads["W_head"] = xp.matmul(flat(hr[:, :, :H]).mT, flat(dheads))
+    grads["b_head"] = xp.sum(flat(dheads), axis=0)
+    return {name: grads[name] for name in params}
+
+
+def loss_and_grads(params, x, y, cfg):
+    """Mean softmax cross-entropy over B and T, the logits (B, T, C) and the gradients."""
+    logits, cache = episode_forward(params, x, y, cfg)
+    loss, ce_cache = cross_entropy_forward(logits, y)
+    grads = episode_backward(cross_entropy_backward(1.0, ce_cache), cache)
+    return loss, logits, grads
+
+
+def forward(params, x, y, cfg):
+    """Loss and logits without the backward pass (evaluation)."""
+    logits, _ = episode_forward(params, x, y, cfg)
+    loss, _ = cross_entropy_forward(logits, y)
+    return loss, logits
+
+
+# ---------------------------------------------------------------------------------------------
+# One whole step at a time, every product inside the step: the plain form of the model, used to
+# test that the hoisted episode code above computes the same thing (tests/test_models.py).
+
+def step_forward(params, x_t, y_prev_t, state_prev, cfg):
+    """x_t (B, D), y_prev_t (B, C) one-hot  ->  logits_t (B, C), state, cache."""
+    xp = array_namespace(x_t)
+    W_in, W_rec = _split_W_lstm(params, cfg)
+    u_t = xp.concat([x_t, y_prev_t], axis=-1)
+    state, core_cache = core_step_forward(xp.matmul(u_t, W_in) + params["b_lstm"], state_prev,
+                                          params, W_rec, cfg)
+    hr_t = xp.concat([state.h, state.r], axis=-1)
+    logits_t = xp.matmul(hr_t, params["W_out"]) + params["b_out"]
+    return logits_t, state, (u_t, hr_t, core_cache)
+
+
+def step_backward(dlogits_t, dstate, cache, params, grads, cfg):
+    """Adds this step's weight gradients into `grads`; returns dstate_prev."""
+    u_t, hr_t, core_cache = cache
+    xp = array_namespace(dlogits_t)
+    H = cfg.hidden
+    _, W_rec = _split_W_lstm(params, cfg)
+    grads["W_out"] += xp.matmul(hr_t.mT, dlogits_t)
+    grads["b_out"] += xp.sum(dlogits_t, axis=0)
+    dhr = xp.matmul(dlogits_t, params["W_out"].mT)
+    dstate = dstate._replace(h=dstate.h + dhr[:, :H], r=dstate.r + dhr[:, H:])
+    dz, dheads, dstate_prev = core_step_backward(dstate, core_cache, params, W_rec, cfg)
+    grads["W_lstm"] += xp.matmul(xp.concat([u_t, core_cache[0]], axis=-1).mT, dz)
+    grads["b_lstm"] += xp.sum(dz, axis=0)
+    grads["W_head"] += xp.matmul(hr_t[:, :H].mT, dheads)
+    grads["b_head"] += xp.sum(dheads, axis=0)
+    return dstate_prev

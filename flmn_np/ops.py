@@ -1,0 +1,61 @@
+"""Small ops shared by both models: activations, one-hot labels, softmax, cross-entropy.
+
+Every op is a pure pair `name_forward(...) -> out, cache` / `name_backward(dout, cache) -> d_in`.
+Derivations: docs/derivations.md#output-layer-and-cross-entropy.
+"""
+from .backend import array_namespace
+
+
+def sigmoid(z):
+    """sigma(z) = 1 / (1 + exp(-z)), written as 0.5 tanh(z/2) + 0.5 so it never overflows."""
+    xp = array_namespace(z)
+    return 0.5 * xp.tanh(0.5 * z) + 0.5
+
+
+def one_hot(y, n_classes, dtype):
+    """y (...,) integer labels -> (..., n_classes) one-hot of `dtype`."""
+    xp = array_namespace(y)
+    return xp.astype(y[..., None] == xp.arange(n_classes), dtype)
+
+
+def previous_label_onehot(y, n_classes, dtype):
+    """y (B, T) -> (B, T, C): step t sees onehot(y[t-1]), zeros at t = 0       [FLMN §3]."""
+    xp = array_namespace(y)
+    y_onehot = one_hot(y, n_classes, dtype)                              # (B, T, C)
+    zeros = xp.zeros_like(y_onehot[:, :1, :])
+    return xp.concat([zeros, y_onehot[:, :-1, :]], axis=1)
+
+
+def softmax_forward(z):
+    """p[i] = exp(z[i]) / sum_j exp(z[j]) over the last axis  ->  p, cache = p."""
+    xp = array_namespace(z)
+    e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+    p = e / xp.sum(e, axis=-1, keepdims=True)
+    return p, p
+
+
+def softmax_backward(dp, cache):
+    """dz = p * (dp - sum_j dp[j] p[j])   (Jacobian diag(p) - p p^T applied to dp)."""
+    p = cache
+    xp = array_namespace(dp)
+    return p * (dp - xp.sum(dp * p, axis=-1, keepdims=True))
+
+
+def cross_entropy_forward(logits, y):
+    """L = -mean_{b,t} log softmax(logits[b,t])[y[b,t]]     logits (B, T, C), y (B, T) int.
+
+    Returns the 0-d loss and cache (p, y_onehot)."""
+    xp = array_namespace(logits)
+    z = logits - xp.max(logits, axis=-1, keepdims=True)
+    log_p = z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
+    y_onehot = one_hot(y, logits.shape[-1], logits.dtype)
+    n = logits.shape[0] * logits.shape[1]
+    loss = -xp.sum(y_onehot * log_p) / n
+    return loss, (xp.exp(log_p), y_onehot)
+
+
+def cross_entropy_backward(dloss, cache):
+    """dlogits = dloss * (p - onehot(y)) / (B T)."""
+    p, y_onehot = cache
+    n = p.shape[0] * p.shape[1]
+    return (p - y_onehot) * (dloss / n)

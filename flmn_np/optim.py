@@ -1,0 +1,97 @@
+"""Optimizers on the flat params dict, and global-norm gradient clipping.
+
+Each optimizer keeps one state array per parameter under the parameter's key, updates
+the params in place, and exposes its state as a flat dict for checkpoints.
+"""
+import math
+
+from .backend import array_namespace
+
+
+def global_norm(grads):
+    """sqrt(sum over all gradient elements of g^2), a 0-d array (no host sync)."""
+    xp = array_namespace(next(iter(grads.values())))
+    return xp.sqrt(sum(xp.sum(g * g) for g in grads.values()))
+
+
+def clip_by_global_norm(grads, max_norm):
+    """g <- g * min(1, max_norm / |g|) for all g together; max_norm None or 0: no clipping.
+    ->  (grads, global norm before clipping as a 0-d array)."""
+    norm = global_norm(grads)
+    if not max_norm:
+        return grads, norm
+    xp = array_namespace(norm)
+    scale = xp.minimum(max_norm / (norm + 1e-6), 1.0)
+    return {k: g * scale for k, g in grads.items()}, norm
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015):
+
+        m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
+        p -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+    """
+
+    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+        xp = array_namespace(next(iter(params.values())))
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.t = 0
+        self.m = {k: xp.zeros_like(p) for k, p in params.items()}
+        self.v = {k: xp.zeros_like(p) for k, p in params.items()}
+
+    def step(self, params, grads):
+        xp = array_namespace(next(iter(params.values())))
+        self.t += 1
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
+        for k, g in grads.items():
+            self.m[k] = self.beta1 * self.m[k] + (1.0 - self.beta1) * g
+            self.v[k] = self.beta2 * self.v[k] + (1.0 - self.beta2) * (g * g)
+            params[k] -= lr_t * self.m[k] / (xp.sqrt(self.v[k]) + self.eps)
+
+    def state_dict(self):
+        return {"t": self.t, **{f"m/{k}": v for k, v in self.m.items()},
+                **{f"v/{k}": v for k, v in self.v.items()}}
+
+    def load_state_dict(self, state):
+        self.t = int(state["t"])
+        for k in self.m:
+            self.m[k], self.v[k] = state[f"m/{k}"], state[f"v/{k}"]
+
+
+class RMSProp:
+    """RMSProp with momentum, Santoro et al.'s settings (TensorFlow's form):
+
+        ms = decay ms + (1 - decay) g^2;   mom = momentum mom + lr g / sqrt(ms + eps);   p -= mom
+    """
+
+    def __init__(self, params, lr=1e-4, decay=0.95, momentum=0.9, eps=1e-10):
+        xp = array_namespace(next(iter(params.values())))
+        self.lr, self.decay, self.momentum, self.eps = lr, decay, momentum, eps
+        self.ms = {k: xp.zeros_like(p) for k, p in params.items()}
+        self.mom = {k: xp.zeros_like(p) for k, p in params.items()}
+
+    def step(self, params, grads):
+        xp = array_namespace(next(iter(params.values())))
+        for k, g in grads.items():
+            self.ms[k] = self.decay * self.ms[k] + (1.0 - self.decay) * (g * g)
+            self.mom[k] = self.momentum * self.mom[k] + self.lr * g / xp.sqrt(self.ms[k] + self.eps)
+            params[k] -= self.mom[k]
+
+    def state_dict(self):
+        return {**{f"ms/{k}": v for k, v in self.ms.items()},
+                **{f"mom/{k}": v for k, v in self.mom.items()}}
+
+    def load_state_dict(self, state):
+        for k in self.ms:
+            self.ms[k], self.mom[k] = state[f"ms/{k}"], state[f"mom/{k}"]
+
+
+OPTIMIZERS = {"adam": (Adam, 1e-3), "rmsprop": (RMSProp, 1e-4)}
+
+
+def make_optimizer(name, params, lr=None):
+    """'adam' (default lr 1e-3) or 'rmsprop' (default lr 1e-4)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    cls, default_lr = OPTIMIZERS[name]
+    return cls(params, lr=default_lr if lr is None else lr)
