@@ -5,7 +5,7 @@ k (B, R, W) keys, M (B, N, W) memory, w (B, R, N) weights.
 Derivations: docs/derivations.md#cosine-similarity and #read.
 """
 from .backend import array_namespace
-from .ops import softmax_forward, softmax_backward
+from .ops import softmax_forward, softmax_backward, transpose_matmul
 
 
 def cosine_forward(k, M, eps=1e-8):
@@ -14,8 +14,8 @@ def cosine_forward(k, M, eps=1e-8):
     k (B, R, W), M (B, N, W)  ->  K (B, R, N), cache.  The epsilon keeps empty slots safe.
     """
     xp = array_namespace(k, M)
-    k_norm = xp.sqrt(xp.sum(k * k, axis=-1) + eps)                     # (B, R)
-    M_norm = xp.sqrt(xp.sum(M * M, axis=-1) + eps)                     # (B, N)
+    k_norm = xp.sqrt(xp.vecdot(k, k) + eps)                            # (B, R)
+    M_norm = xp.sqrt(xp.vecdot(M, M) + eps)                            # (B, N)
     denom = k_norm[:, :, None] * M_norm[:, None, :]                    # (B, R, N)
     K = xp.matmul(k, M.mT) / denom
     return K, (k, M, K, k_norm, M_norm, denom)
@@ -32,7 +32,7 @@ def cosine_backward(dK, cache):
     dK_scaled = dK / denom                                             # (B, R, N)
     dKK = dK * K
     dk = xp.matmul(dK_scaled, M) - (xp.sum(dKK, axis=-1) / (k_norm * k_norm))[:, :, None] * k
-    dM = xp.matmul(dK_scaled.mT, k) - (xp.sum(dKK, axis=1) / (M_norm * M_norm))[:, :, None] * M
+    dM = transpose_matmul(dK_scaled, k) - (xp.sum(dKK, axis=1) / (M_norm * M_norm))[:, :, None] * M
     return dk, dM
 
 
@@ -59,4 +59,4 @@ def read_backward(dr, cache):
     """dw = dr M^T  (B, R, N);   dM = w^T dr  (B, N, W)."""
     w, M = cache
     xp = array_namespace(dr)
-    return xp.matmul(dr, M.mT), xp.matmul(w.mT, dr)
+    return xp.matmul(dr, M.mT), transpose_matmul(w, dr)

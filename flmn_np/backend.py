@@ -41,25 +41,30 @@ def get_xp(name="numpy"):
         usable, reason = cupy_status()
         if not usable:
             raise BackendError(f"--backend cupy was requested but {reason}")
-        import cupy
-        return cupy
+        return _cupy_namespace()
     import array_api_strict
     return array_api_strict
 
 
 def backend_name(xp):
     """'numpy', 'cupy' or 'array_api_strict' for an array module."""
-    return xp.__name__.split(".")[0]
+    return xp.__name__.split(".")[-1]
 
 
 def array_namespace(*arrays):
-    """The array module of the first array (NumPy >= 2, CuPy >= 14 and array_api_strict all
-    implement `__array_namespace__`)."""
+    """The array-API namespace of the first array: NumPy >= 2 and array_api_strict implement
+    `__array_namespace__`; CuPy arrays get array-api-compat's CuPy namespace."""
     x = arrays[0]
-    if hasattr(x, "__array_namespace__"):
-        return x.__array_namespace__()
-    import cupy  # older CuPy: no __array_namespace__ on ndarray
-    return cupy.get_array_module(x)
+    if type(x).__module__.startswith("cupy"):
+        return _cupy_namespace()
+    return x.__array_namespace__()
+
+
+def _cupy_namespace():
+    """CuPy through array-api-compat's wrapper, which supplies the standard's names
+    (concat, permute_dims, vecdot, astype, ...) whatever CuPy's own namespace lacks."""
+    import array_api_compat.cupy
+    return array_api_compat.cupy
 
 
 def to_numpy(x):

@@ -84,6 +84,25 @@ def check_episode(cfg, xp, seed=0, batch_size=2, steps=8, h=1e-6):
     return errors
 
 
+def check_directions(cfg, xp, seed=0, batch_size=2, steps=8, h=1e-6):
+    """Chainer's check: per parameter one random unit direction d, comparing sum(grad * d) with
+    (L(p + h d) - L(p - h d)) / 2h.  ->  {name: rel_error}.  Two evaluations per parameter, so
+    it is cheap on any backend."""
+    params_np, x_np, y_np = tiny_episode(cfg, seed, batch_size, steps)
+    x, y = asarray(x_np, xp), asarray(y_np, xp)
+    rng = np.random.default_rng(seed + 7)
+    _, _, grads = loss_and_grads({k: asarray(v, xp) for k, v in params_np.items()}, x, y, cfg)
+    errors = {}
+    for name, value in params_np.items():
+        d = rng.standard_normal(value.shape)
+        d /= np.linalg.norm(d)
+        losses = [float(to_numpy(forward({**{k: asarray(v, xp) for k, v in params_np.items()},
+                                           name: asarray(value + s * d, xp)}, x, y, cfg)[0]))
+                  for s in (h, -h)]
+        errors[name] = rel_error(np.sum(to_numpy(grads[name]) * d), (losses[0] - losses[1]) / (2 * h))
+    return errors
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m flmn_np.gradcheck", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["flmn", "mann"], default="flmn")

@@ -5,6 +5,7 @@ M (B, N, W) memory, w (B, R, N) weights, a (B, R, W) add vectors, g (B, R) gates
 Derivations: docs/derivations.md#lrua-write and #label-write.
 """
 from .backend import array_namespace
+from .ops import transpose_matmul
 
 
 def write_weights_forward(g, w_r_prev, w_lu_prev):
@@ -30,11 +31,7 @@ def write_forward(M_prev, w, a, erase=None):
     M_prev (B, N, W), w (B, R, N), a (B, R, W), erase (B, N) or None (no erase: the label write)
     ->  M (B, N, W), cache.
     """
-    xp = array_namespace(M_prev, w, a)
-    if w.shape[1] == 1:   # an outer product: broadcasting beats matmul with inner size 1
-        added = w[:, 0, :, None] * a[:, 0, None, :]
-    else:
-        added = xp.matmul(w.mT, a)                                     # (B, N, W)
+    added = transpose_matmul(w, a)                                     # (B, N, W)
     keep = None if erase is None else (1.0 - erase)[:, :, None]       # (B, N, 1)
     M = added + (M_prev if keep is None else M_prev * keep)
     return M, (w, a, keep)

@@ -19,7 +19,8 @@ import numpy as np
 from . import flmn, mann
 from .backend import array_namespace
 from .lstm import lstm_cell_forward, lstm_cell_backward
-from .ops import previous_label_onehot, cross_entropy_forward, cross_entropy_backward
+from .ops import (cross_entropy_backward, cross_entropy_forward, flat_matmul, matmul_t,
+                  previous_label_onehot)
 
 MEMORIES = {"flmn": flmn, "mann": mann}
 DEFAULT_SLOTS = {"flmn": 64, "mann": 128}
@@ -141,9 +142,9 @@ def core_step_backward(dstate, cache, params, W_rec, cfg):
     rh_prev, lstm_cache, mem_cache = cache
     xp = array_namespace(dstate.h)
     dheads, dmem_prev = cfg.memory.memory_step_backward(dstate.r, dstate.mem, mem_cache)
-    dh = dstate.h + xp.matmul(dheads, params["W_head"].mT)
+    dh = dstate.h + matmul_t(dheads, params["W_head"])
     dz, dc_prev = lstm_cell_backward(dh, dstate.c, lstm_cache)
-    drh_prev = xp.matmul(dz, W_rec.mT)                                 # (B, RW + H)
+    drh_prev = matmul_t(dz, W_rec)                                     # (B, RW + H)
     RW = dstate.r.shape[-1]
     dstate_prev = State(h=drh_prev[:, RW:], c=dc_prev, r=drh_prev[:, :RW], mem=dmem_prev)
     return dz, dheads, dstate_prev
@@ -159,7 +160,7 @@ def episode_forward(params, x, y, cfg):
     W_in, W_rec = _split_W_lstm(params, cfg)
     u = xp.concat([x, previous_label_onehot(y, cfg.n_classes, x.dtype)], axis=-1)
     u = xp.permute_dims(u, (1, 0, 2))                                  # (T, B, D + C), time-major
-    z_in = xp.matmul(u, W_in) + params["b_lstm"]                       # (T, B, 4H): all T at once
+    z_in = flat_matmul(u, W_in) + params["b_lstm"]                     # (T, B, 4H): all T at once
 
     state = initial_state(cfg, B, xp, x.dtype)
     step_caches, hs, rs = [], [], []
@@ -169,7 +170,7 @@ def episode_forward(params, x, y, cfg):
         hs.append(state.h)
         rs.append(state.r)
     hr = xp.concat([xp.stack(hs), xp.stack(rs)], axis=-1)              # (T, B, H + RW)
-    logits = xp.matmul(hr, params["W_out"]) + params["b_out"]         # (T, B, C)
+    logits = flat_matmul(hr, params["W_out"]) + params["b_out"]       # (T, B, C)
     return xp.permute_dims(logits, (1, 0, 2)), (u, hr, step_caches, state, params, cfg)
 
 
@@ -186,7 +187,7 @@ def episode_backward(dlogits, cache):
 
     dlogits = xp.permute_dims(dlogits, (1, 0, 2))                      # (T, B, C)
     grads = {"W_out": xp.matmul(flat(hr).mT, flat(dlogits)), "b_out": xp.sum(flat(dlogits), axis=0)}
-    dhr = xp.matmul(dlogits, params["W_out"].mT)                       # (T, B, H + RW)
+    dhr = flat_matmul(dlogits, params["W_out"].mT)                     # (T, B, H + RW)
 
     dstate = zero_dstate(state_T, cfg)
     dzs, dheads_all = [None] * T, [None] * T

@@ -1,0 +1,194 @@
+"""Every op pair against centred finite differences, on every backend (float64, tiny shapes)."""
+import numpy as np
+import pytest
+
+from flmn_np import addressing, lstm, memory, ops, flmn, mann
+from flmn_np.backend import asarray, get_xp, to_numpy
+from flmn_np.models import ModelConfig
+from gradients import check_op
+
+TOL = 1e-7
+B, N, W, H = 2, 6, 3, 5
+
+
+def rand(*shape, seed=0, scale=1.0):
+    return scale * np.random.default_rng(seed).standard_normal(shape)
+
+
+def probs(*shape, seed=0):
+    """Rows that sum to 1 along the last axis (like read/write weights)."""
+    e = np.exp(rand(*shape, seed=seed))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_lstm_cell(backend):
+    xp = get_xp(backend)
+    errs = check_op(lambda z, c: (lambda h, c1, cache: ((h, c1), cache))(*lstm.lstm_cell_forward(z, c)),
+                    lambda d, cache: lstm.lstm_cell_backward(d[0], d[1], cache),
+                    [rand(B, 4 * H, seed=1), rand(B, H, seed=2)], [0, 1], xp)
+    assert max(errs) < TOL, errs
+
+
+@pytest.mark.parametrize("R", [1, 3])
+def test_cosine(backend, R):
+    xp = get_xp(backend)
+    M = rand(B, N, W, seed=2)
+    # Empty slots (1e-6, where the epsilon dominates the norm) are too curved for h = 1e-6
+    # differences in M itself; the episode checks cover them through the parameters.
+    errs = check_op(lambda k, M: (lambda K, c: ((K,), c))(*addressing.cosine_forward(k, M)),
+                    lambda d, cache: addressing.cosine_backward(d[0], cache),
+                    [rand(B, R, W, seed=1), M], [0, 1], xp)
+    assert max(errs) < TOL, errs
+
+
+def test_cosine_values(backend):
+    """K is the cosine: 1 for parallel vectors, -1 for opposite, in [-1, 1] always."""
+    xp = get_xp(backend)
+    k = rand(B, 1, W, seed=3)
+    M = np.concatenate([3 * k, -k, rand(B, N - 2, W, seed=4)], axis=1)
+    K = to_numpy(addressing.cosine_forward(asarray(k, xp), asarray(M, xp))[0])
+    np.testing.assert_allclose(K[:, 0, :2], [[1, -1]] * B, atol=1e-6)
+    assert np.all(np.abs(K) <= 1)
+
+
+@pytest.mark.parametrize("R", [1, 2])
+def test_address(backend, R):
+    xp = get_xp(backend)
+    errs = check_op(lambda k, M: (lambda w, c: ((w,), c))(*addressing.address_forward(k, M)),
+                    lambda d, cache: addressing.address_backward(d[0], cache),
+                    [rand(B, R, W, seed=1), rand(B, N, W, seed=2)], [0, 1], xp)
+    assert max(errs) < TOL, errs
+
+
+@pytest.mark.parametrize("R", [1, 2])
+def test_read(backend, R):
+    xp = get_xp(backend)
+    errs = check_op(lambda w, M: (lambda r, c: ((r,), c))(*addressing.read_forward(w, M)),
+                    lambda d, cache: addressing.read_backward(d[0], cache),
+                    [probs(B, R, N, seed=1), rand(B, N, W, seed=2)], [0, 1], xp)
+    assert max(errs) < TOL, errs
+
+
+@pytest.mark.parametrize("R", [1, 2])
+def test_write_weights(backend, R):
+    xp = get_xp(backend)
+    w_lu = np.zeros((B, R, N))
+    w_lu[:, np.arange(R), np.arange(R)] = 1.0
+    errs = check_op(lambda g, w_r: (lambda w, c: ((w,), c))(*memory.write_weights_forward(g, w_r, asarray(w_lu, xp))),
+                    lambda d, cache: memory.write_weights_backward(d[0], cache),
+                    [np.random.default_rng(0).random((B, R)), probs(B, R, N, seed=1)], [0, 1], xp)
+    assert max(errs) < TOL, errs
+
+
+@pytest.mark.parametrize("R,erase", [(1, True), (1, False), (2, True)])
+def test_write(backend, R, erase):
+    xp = get_xp(backend)
+    lu = np.zeros((B, N))
+    lu[:, 2] = 1.0
+    erase_xp = asarray(lu, xp) if erase else None
+    errs = check_op(lambda M, w, a: (lambda M1, c: ((M1,), c))(*memory.write_forward(M, w, a, erase=erase_xp)),
+                    lambda d, cache: memory.write_backward(d[0], cache),
+                    [rand(B, N, W, seed=1), probs(B, R, N, seed=2), rand(B, R, W, seed=3)], [0, 1, 2], xp)
+    assert max(errs) < TOL, errs
+
+
+def test_write_erases_only_the_least_used_slot(backend):
+    """M[t] = M[t-1](1 - w_lu) + w a: with w = 0 only the least-used row is cleared [eq 7]."""
+    xp = get_xp(backend)
+    M = rand(B, N, W, seed=1)
+    lu = np.zeros((B, N))
+    lu[0, 4] = lu[1, 0] = 1.0
+    out = to_numpy(memory.write_forward(asarray(M, xp), asarray(np.zeros((B, 1, N)), xp),
+                                        asarray(rand(B, 1, W), xp), erase=asarray(lu, xp))[0])
+    expected = M * (1 - lu[:, :, None])
+    np.testing.assert_allclose(out, expected)
+
+
+def test_softmax_and_cross_entropy(backend):
+    xp = get_xp(backend)
+    errs = check_op(lambda z: (lambda p, c: ((p,), c))(*ops.softmax_forward(z)),
+                    lambda d, cache: (ops.softmax_backward(d[0], cache),),
+                    [rand(B, 4, 5, seed=1)], [0], xp)
+    y = asarray(np.array([[0, 4, 2], [1, 1, 3]]), xp)
+    errs += check_op(lambda z: (lambda L, c: ((L,), c))(*ops.cross_entropy_forward(z, y)),
+                     lambda d, cache: (ops.cross_entropy_backward(d[0], cache),),
+                     [rand(B, 3, 5, seed=2)], [0], xp)
+    assert max(errs) < TOL, errs
+
+
+def test_cross_entropy_value(backend):
+    """Uniform logits give log C; the loss is the mean over B and T."""
+    xp = get_xp(backend)
+    loss, _ = ops.cross_entropy_forward(asarray(np.zeros((2, 3, 5)), xp), asarray(np.zeros((2, 3), dtype=np.int64), xp))
+    assert float(to_numpy(loss)) == pytest.approx(np.log(5))
+
+
+def test_previous_label_onehot(backend):
+    xp = get_xp(backend)
+    y = np.array([[2, 0, 1, 1], [0, 1, 2, 0]])
+    prev = to_numpy(ops.previous_label_onehot(asarray(y, xp), 3, xp.float64))
+    assert np.all(prev[:, 0] == 0)
+    np.testing.assert_array_equal(prev[:, 1:].argmax(-1), y[:, :-1])
+    assert np.all(prev[:, 1:].sum(-1) == 1)
+
+
+def test_matmul_helpers_equal_matmul(backend):
+    xp = get_xp(backend)
+    a, Wt, u = rand(3, 4, seed=1), rand(5, 4, seed=2), rand(2, 3, 4, seed=3)
+    np.testing.assert_allclose(to_numpy(ops.matmul_t(asarray(a, xp), asarray(Wt, xp))), a @ Wt.T)
+    np.testing.assert_allclose(to_numpy(ops.flat_matmul(asarray(u, xp), asarray(Wt.T, xp))), u @ Wt.T)
+    for R in (1, 3):
+        w, v = rand(2, R, 6, seed=4), rand(2, R, 4, seed=5)
+        np.testing.assert_allclose(to_numpy(ops.transpose_matmul(asarray(w, xp), asarray(v, xp))),
+                                   np.swapaxes(w, 1, 2) @ v, atol=1e-12)
+
+
+def test_least_used_ties_and_order(backend):
+    """Ascending usage, ties to the lowest index [eq 5, SPEC]; R one-hots."""
+    xp = get_xp(backend)
+    w_u = np.array([[0.5, 0.1, 0.1, 0.9, 0.1, 0.3],
+                    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    lu1 = to_numpy(memory.least_used(asarray(w_u, xp), 1))
+    np.testing.assert_array_equal(lu1.argmax(-1), [[1], [0]])
+    lu4 = to_numpy(memory.least_used(asarray(w_u, xp), 4))
+    np.testing.assert_array_equal(lu4.argmax(-1), [[1, 2, 4, 5], [0, 1, 2, 3]])
+    assert np.all(lu4.sum(-1) == 1)
+
+
+def test_usage(backend):
+    xp = get_xp(backend)
+    w_u, a, b = rand(B, N, seed=1), probs(B, 2, N, seed=2), probs(B, 2, N, seed=3)
+    out = to_numpy(memory.usage_forward(asarray(w_u, xp), 0.95, asarray(a, xp), asarray(b, xp)))
+    np.testing.assert_allclose(out, 0.95 * w_u + a.sum(1) + b.sum(1))
+
+
+@pytest.mark.parametrize("model,R,add", [("flmn", 1, "separate"), ("mann", 1, "separate"),
+                                          ("mann", 3, "separate"), ("mann", 2, "key")])
+def test_memory_step(backend, model, R, add):
+    """A whole memory step (heads, previous memory) -> (r, memory) against differences, with
+    upstream gradients on r and on every differentiable field of the new memory."""
+    xp = get_xp(backend)
+    cfg = ModelConfig(model=model, reads=R, slots=N, width=W, mann_add=add)
+    module = cfg.memory
+    mem0 = module.initial_memory(cfg, B, np, np.float64)
+    # a lived-in memory: random contents and weights, a least-used choice as one-hots
+    diff_fields = [f for f in mem0._fields if f not in ("w_u", "w_lu")]
+    init = {f: (rand(*np.shape(getattr(mem0, f)), seed=i) if f.startswith("M") else probs(*np.shape(getattr(mem0, f)), seed=i))
+            for i, f in enumerate(diff_fields)}
+    w_u = np.random.default_rng(9).random((B, N))
+    fixed = {"w_u": asarray(w_u, xp), "w_lu": asarray(np.asarray(memory.least_used(w_u, R)), xp)}
+    heads = rand(B, module.head_size(cfg), seed=7)
+
+    def forward(heads, *fields):
+        mem = type(mem0)(**dict(zip(diff_fields, fields)), **fixed)
+        r, new, cache = module.memory_step_forward(heads, mem, cfg)
+        return (r, *[getattr(new, f) for f in diff_fields]), cache
+
+    def backward(d, cache):
+        dmem = type(mem0)(**dict(zip(diff_fields, d[1:])), w_u=None, w_lu=None)
+        dheads, dprev = module.memory_step_backward(d[0], dmem, cache)
+        return (dheads, *[getattr(dprev, f) for f in diff_fields])
+
+    inputs = [heads] + [init[f] for f in diff_fields]
+    errs = check_op(forward, backward, inputs, list(range(len(inputs))), xp)
+    assert max(errs) < TOL, dict(zip(["heads"] + diff_fields, errs))
