@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from .backend import BACKENDS, asarray, get_xp, to_numpy, BackendError
-from .models import ModelConfig, initial_state, loss_and_grads, forward, step_forward
+from .models import ModelConfig, forward, initial_state, loss_and_grads, param_shapes, step_forward
 from .ops import previous_label_onehot
 
 TINY = dict(input_size=4, n_classes=3, hidden=5, width=3)
@@ -91,14 +91,19 @@ def check_directions(cfg, xp, seed=0, batch_size=2, steps=8, h=1e-6):
     params_np, x_np, y_np = tiny_episode(cfg, seed, batch_size, steps)
     x, y = asarray(x_np, xp), asarray(y_np, xp)
     rng = np.random.default_rng(seed + 7)
-    _, _, grads = loss_and_grads({k: asarray(v, xp) for k, v in params_np.items()}, x, y, cfg)
+    base = {k: asarray(v, xp) for k, v in params_np.items()}
+    _, _, grads = loss_and_grads(base, x, y, cfg)
+    trace = least_used_trace(base, x, y, cfg)
     errors = {}
     for name, value in params_np.items():
         d = rng.standard_normal(value.shape)
         d /= np.linalg.norm(d)
-        losses = [float(to_numpy(forward({**{k: asarray(v, xp) for k, v in params_np.items()},
-                                           name: asarray(value + s * d, xp)}, x, y, cfg)[0]))
-                  for s in (h, -h)]
+        losses = []
+        for s in (h, -h):
+            p = {**base, name: asarray(value + s * d, xp)}
+            if not np.array_equal(least_used_trace(p, x, y, cfg), trace):
+                raise RuntimeError(f"{name} +-{h} along a direction changed a least-used choice")
+            losses.append(float(to_numpy(forward(p, x, y, cfg)[0])))
         errors[name] = rel_error(np.sum(to_numpy(grads[name]) * d), (losses[0] - losses[1]) / (2 * h))
     return errors
 
@@ -124,9 +129,10 @@ def main(argv=None):
     print(f"{args.model} (R={cfg.reads}, N={cfg.n_slots}, W={cfg.width}, H={cfg.hidden}, "
           f"C={cfg.n_classes}, D={cfg.input_size}), B=2, T=8, float64, {args.backend}, h=1e-6")
     print(f"{'parameter':<10} {'shape':>10} {'|a-n|/(|a|+|n|)':>18}")
+    shapes = param_shapes(cfg)
     for name, err in errors.items():
         flag = "" if err <= args.tol else "   FAIL"
-        print(f"{name:<10} {str(cfg and tuple(np.shape(tiny_episode(cfg)[0][name]))):>10} {err:18.2e}{flag}")
+        print(f"{name:<10} {str(shapes[name]):>10} {err:18.2e}{flag}")
     worst = max(errors.values())
     print(f"worst {worst:.2e}, tolerance {args.tol:.0e}: {'ok' if worst <= args.tol else 'FAILED'}")
     return 0 if worst <= args.tol else 1

@@ -18,6 +18,7 @@ class MANNMemory(NamedTuple):
     """MANN's recurrent memory state after step t (its gradient has the same type)."""
     M: Any      # (B, N, W) memory
     w_r: Any    # (B, R, N) read weights
+    w_w: Any    # (B, R, N) write weights of this step (not used by the next step: for inspection)
     w_u: Any    # (B, N) usage; no gradient (None in a gradient)
     w_lu: Any   # (B, R, N) one-hots lu^1..lu^R of the R least-used slots; no gradient
 
@@ -38,14 +39,14 @@ def initial_memory(cfg, batch_size, xp, dtype):
     B, N, W, R = batch_size, cfg.n_slots, cfg.width, cfg.reads
     w_lu = xp.astype(xp.arange(R)[:, None] == xp.arange(N), dtype)   # (R, N)
     zeros = xp.zeros((B, R, N), dtype=dtype)
-    return MANNMemory(M=xp.full((B, N, W), 1e-6, dtype=dtype), w_r=zeros,
+    return MANNMemory(M=xp.full((B, N, W), 1e-6, dtype=dtype), w_r=zeros, w_w=zeros,
                       w_u=xp.zeros((B, N), dtype=dtype), w_lu=w_lu + zeros)
 
 
 def zero_dmemory(mem):
     """A zero gradient for `mem` (what reaches the last step from the future)."""
     xp = array_namespace(mem.M)
-    return MANNMemory(M=xp.zeros_like(mem.M), w_r=xp.zeros_like(mem.w_r), w_u=None, w_lu=None)
+    return MANNMemory(M=xp.zeros_like(mem.M), w_r=xp.zeros_like(mem.w_r), w_w=None, w_u=None, w_lu=None)
 
 
 def memory_step_forward(heads, mem_prev, cfg):
@@ -75,7 +76,7 @@ def memory_step_forward(heads, mem_prev, cfg):
     w_u = usage_forward(mem_prev.w_u, cfg.gamma, w_r, w_w)
     w_lu = least_used(w_u, R)                                          # constant in backward
     cache = (ka, g, ww_cache, write_cache, addr_cache, read_cache, cfg.mann_add == "key")
-    return xp.reshape(r, (B, R * W)), MANNMemory(M=M, w_r=w_r, w_u=w_u, w_lu=w_lu), cache
+    return xp.reshape(r, (B, R * W)), MANNMemory(M=M, w_r=w_r, w_w=w_w, w_u=w_u, w_lu=w_lu), cache
 
 
 def memory_step_backward(dr, dmem, cache):
@@ -94,4 +95,4 @@ def memory_step_backward(dr, dmem, cache):
     else:
         dka = xp.concat([xp.reshape(dk, (B, R * W)), xp.reshape(da, (B, R * W))], axis=-1)
     dheads = xp.concat([dka * (1.0 - ka * ka), dg * g * (1.0 - g)], axis=-1)
-    return dheads, MANNMemory(M=dM_prev, w_r=dw_r_prev, w_u=None, w_lu=None)
+    return dheads, MANNMemory(M=dM_prev, w_r=dw_r_prev, w_w=None, w_u=None, w_lu=None)

@@ -172,11 +172,13 @@ def test_memory_step(backend, model, R, add):
     module = cfg.memory
     mem0 = module.initial_memory(cfg, B, np, np.float64)
     # a lived-in memory: random contents and weights, a least-used choice as one-hots
-    diff_fields = [f for f in mem0._fields if f not in ("w_u", "w_lu")]
+    diff_fields = [f for f in mem0._fields if f not in ("w_u", "w_lu", "w_w")]
     init = {f: (rand(*np.shape(getattr(mem0, f)), seed=i) if f.startswith("M") else probs(*np.shape(getattr(mem0, f)), seed=i))
             for i, f in enumerate(diff_fields)}
     w_u = np.random.default_rng(9).random((B, N))
     fixed = {"w_u": asarray(w_u, xp), "w_lu": asarray(np.asarray(memory.least_used(w_u, R)), xp)}
+    if model == "mann":
+        fixed["w_w"] = None   # not an input of the step
     heads = rand(B, module.head_size(cfg), seed=7)
 
     def forward(heads, *fields):
@@ -185,7 +187,7 @@ def test_memory_step(backend, model, R, add):
         return (r, *[getattr(new, f) for f in diff_fields]), cache
 
     def backward(d, cache):
-        dmem = type(mem0)(**dict(zip(diff_fields, d[1:])), w_u=None, w_lu=None)
+        dmem = type(mem0)(**dict(zip(diff_fields, d[1:])), **{k: None for k in fixed})
         dheads, dprev = module.memory_step_backward(d[0], dmem, cache)
         return (dheads, *[getattr(dprev, f) for f in diff_fields])
 

@@ -1,0 +1,104 @@
+"""Memory access over one test episode, from trained runs: which slots are written and read
+at every step, as heatmaps, FLMN against MANN. The paper argues that MANN's single memory
+suffers interference between features and labels; this shows what each model actually does.
+
+    python -m flmn_np.memviz RUN_DIR [RUN_DIR ...] --out memory.png [--seed S] [--data-dir D]
+
+Each run gets a column: its read weights w_r and write weights (FLMN: w_wf, MANN: w_w of
+head 1) over slots (rows) and steps (columns), with the episode's labels along the top and a
+mark where the prediction was wrong. Every run is shown the same episode (same seed).
+"""
+import argparse
+import sys
+
+import numpy as np
+
+from .backend import BackendError, get_xp, to_numpy, asarray
+from .checkpoint import CheckpointError
+from .models import initial_state, step_forward
+from .ops import previous_label_onehot
+
+
+def trace_episode(params, x, y, cfg):
+    """Run one episode step by step: read weights (T, N), write weights (T, N) of head 1,
+    and predictions (T,).  x (1, T, D), y (1, T) on the params' backend."""
+    xp = x.__array_namespace__()
+    y_prev = previous_label_onehot(y, cfg.n_classes, x.dtype)
+    state = initial_state(cfg, 1, xp, x.dtype)
+    reads, writes, preds = [], [], []
+    for t in range(x.shape[1]):
+        logits, state, _ = step_forward(params, x[:, t, :], y_prev[:, t, :], state, cfg)
+        mem = state.mem
+        reads.append(to_numpy(mem.w_r)[0, 0])
+        writes.append(to_numpy(mem.w_wf if cfg.model == "flmn" else mem.w_w)[0, 0])
+        preds.append(int(to_numpy(xp.argmax(logits, axis=-1))[0]))
+    return np.stack(reads), np.stack(writes), np.array(preds)
+
+
+def load_trace(run_dir, data_dir, seed, backend="numpy"):
+    """Load a run, draw one test episode of its split (seed `seed`) and trace it."""
+    from .config import model_config
+    from .data import resolve_data_dir
+    from .evaluate import EpisodeSource, draw_batch, load_run, omniglot_data, params_from_checkpoint
+    record, cfg, ckpt = load_run(run_dir)
+    mcfg = model_config(cfg)
+    xp = get_xp(backend)
+    params = params_from_checkpoint(ckpt, mcfg, xp)
+    images, _ = omniglot_data(cfg.__class__(**{**cfg.to_dict(), "experiment": 1}),
+                              resolve_data_dir(data_dir or cfg.data_dir))
+    test_ids = np.asarray(record["split"]["test"])
+    x, y, _ = draw_batch(EpisodeSource(images, test_ids, {}), 1, mcfg.n_classes, cfg.samples,
+                         np.random.default_rng(seed))
+    reads, writes, preds = trace_episode(params, asarray(x, xp, "float32"), asarray(y, xp, "int64"), mcfg)
+    label = f"{cfg.model.upper()}" + (f" R={cfg.reads}" if cfg.model == "mann" else "") + f", step {ckpt.step}"
+    return label, reads, writes, preds, y[0]
+
+
+def plot_traces(traces, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, len(traces), figsize=(6.5 * len(traces), 7.5), squeeze=False)
+    for col, (label, reads, writes, preds, y) in enumerate(traces):
+        T = len(y)
+        for row, (name, w) in enumerate([("read weights w_r", reads), ("write weights", writes)]):
+            ax = axes[row, col]
+            im = ax.imshow(w.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
+            ax.set_title(f"{label}: {name}", fontsize=10)
+            ax.set_ylabel("memory slot")
+            ax.set_xlabel("step t (label on top; red = wrong prediction)")
+            ax.set_xticks(range(T))
+            ax.set_xticklabels([str(v) for v in y], fontsize=6)
+            for t in range(T):
+                if preds[t] != y[t]:
+                    ax.get_xticklabels()[t].set_color("red")
+            fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m flmn_np.memviz", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dirs", nargs="+", help="run directories (config.json, checkpoint.npz)")
+    parser.add_argument("--out", type=str, required=True, help="PNG file to write")
+    parser.add_argument("--seed", type=int, default=0, help="which test episode")
+    parser.add_argument("--data-dir", type=str, default=None)
+    args = parser.parse_args(argv)
+    from .data import DataError
+    try:
+        traces = [load_trace(d, args.data_dir, args.seed) for d in args.run_dirs]
+    except (CheckpointError, DataError, BackendError, ValueError) as e:
+        print(f"memviz: error: {e}", file=sys.stderr)
+        return 2
+    plot_traces(traces, args.out)
+    for label, reads, writes, preds, y in traces:
+        print(f"{label}: accuracy on this episode {np.mean(preds == y):.2f}, "
+              f"slots written (weight > 0.5) {len(set(np.flatnonzero(writes.max(0) > 0.5)))}, "
+              f"mean max read weight {reads.max(1).mean():.2f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
