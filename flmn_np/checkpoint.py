@@ -40,7 +40,7 @@ def save_checkpoint(path, params, opt_state, step, config):
     """Write params / optimizer state (arrays of any backend) atomically to `path` (a sync)."""
     path = Path(path)
     arrays = {f"param/{k}": to_numpy(v) for k, v in params.items()}
-    arrays.update({f"opt/{k}": np.asarray(to_numpy(v)) for k, v in opt_state.items()})
+    arrays.update({f"opt/{k}": _host(v) for k, v in opt_state.items()})
     arrays["step"] = np.asarray(step, dtype=np.int64)
     arrays["config"] = np.asarray(json.dumps(config, sort_keys=True))
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".npz.tmp", dir=path.parent)
@@ -53,6 +53,11 @@ def save_checkpoint(path, params, opt_state, step, config):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _host(v):
+    """A state entry (Python number or array of any backend) as a host array."""
+    return np.asarray(v) if isinstance(v, (int, float)) else to_numpy(v)
 
 
 def load_checkpoint(path):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backend import BACKENDS
-
-DEFAULT_LR = {"adam": 1e-3, "rmsprop": 1e-4}   # SPEC "Training defaults"
+from .models import ModelConfig
+from .optim import OPTIMIZERS
 
 IDENTITY_FIELDS = (
     "model", "experiment", "batch_size", "classes", "samples", "hidden", "slots", "width", "reads",
@@ -47,7 +47,7 @@ class TrainConfig:
     gamma: float = 0.95
     mann_add: str = "separate"
     optimizer: str = "adam"
-    lr: float | None = None           # None: DEFAULT_LR[optimizer]
+    lr: float | None = None           # None: the optimizer's default (adam 1e-3, rmsprop 1e-4)
     clip: float = 10.0                # global-norm clipping of gradients; 0 turns it off
     split: str = "paper"
     split_seed: int = 0
@@ -80,7 +80,8 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def _int_at_least(low):
+def int_at_least(low):
+    """argparse type: an int >= low."""
     def parse(s):
         v = int(s)
         if v < low:
@@ -90,7 +91,8 @@ def _int_at_least(low):
     return parse
 
 
-def _float_in(low, high, low_open=False):
+def float_in(low, high, low_open=False):
+    """argparse type: a float in [low, high] (or (low, high] with low_open)."""
     def parse(s):
         v = float(s)
         if not (low < v if low_open else low <= v) or not v <= high or v != v:
@@ -112,10 +114,10 @@ def build_parser():
     def opt(flag, help, **kw):
         p.add_argument(flag, default=None, help=help, **kw)
 
-    pos = _int_at_least(1)
-    nonneg = _int_at_least(0)
+    pos = int_at_least(1)
+    nonneg = int_at_least(0)
     opt("--model", f"model to train (default {d.model})", choices=("flmn", "mann"))
-    opt("--experiment", f"1: plain episodes, 2: rotated and shifted images (default {d.experiment})",
+    opt("--experiment", f"1: plain images, 2: rotated and shifted (default {d.experiment})",
         type=int, choices=(1, 2))
     opt("--steps", f"optimizer steps to train for in total (default {d.steps})", type=pos)
     opt("--batch-size", f"episodes per step (default {d.batch_size})", type=pos)
@@ -125,17 +127,19 @@ def build_parser():
     opt("--slots", "memory slots (default 64 for flmn, 128 for mann)", type=pos)
     opt("--width", f"memory slot width (default {d.width})", type=pos)
     opt("--reads", f"MANN read/write heads (default {d.reads})", type=pos)
-    opt("--gamma", f"usage decay (default {d.gamma})", type=_float_in(0.0, 1.0))
+    opt("--gamma", f"usage decay (default {d.gamma})", type=float_in(0.0, 1.0))
     opt("--mann-add", f"MANN add vector: separate output or the key (default {d.mann_add})",
         choices=("separate", "key"))
-    opt("--optimizer", f"optimizer (default {d.optimizer})", choices=tuple(DEFAULT_LR))
+    opt("--optimizer", f"optimizer (default {d.optimizer})", choices=tuple(OPTIMIZERS))
     opt("--lr", "learning rate (default: adam 1e-3, rmsprop 1e-4)",
-        type=_float_in(0.0, float("inf"), low_open=True))
-    opt("--clip", f"max global gradient norm, 0 = no clipping (default {d.clip})",
-        type=_float_in(0.0, float("inf")))
+        type=float_in(0.0, float("inf"), low_open=True))
+    opt("--clip", f"max global gradient norm, 0 = no clipping (default {d.clip}; SPEC's "
+        f"reference curve used none)",
+        type=float_in(0.0, float("inf")))
     opt("--split", f"class split: paper 1209/414 or background 964/659 (default {d.split})",
         choices=("paper", "background"))
-    opt("--split-seed", f"seed of the class split permutation (default {d.split_seed})", type=nonneg)
+    opt("--split-seed", f"seed of the class split permutation (default {d.split_seed})",
+        type=nonneg)
     opt("--seed", f"seed of the initial parameters and of every batch (default {d.seed})",
         type=nonneg)
     opt("--rotations90", "add Santoro's extra classes (characters rotated by 90/180/270 degrees)",
@@ -152,7 +156,9 @@ def build_parser():
         choices=BACKENDS)
     opt("--data-dir", "dataset folder (default: $FLMN_DATA_DIR, else ./data)", type=str)
     opt("--out", "run directory (default: runs/<model>-exp<k>-seed<s>)", type=str)
-    opt("--resume", "continue the run in --out from its checkpoint.npz", action="store_true")
+    opt("--resume", "continue the run in --out from its checkpoint.npz; other flags default to "
+        "the recorded run's, and only run-length, evaluation, backend and path flags may differ",
+        action="store_true")
     opt("--stop-after", argparse.SUPPRESS, type=pos)   # testing hook, hidden from --help
     return p
 
@@ -166,10 +172,9 @@ def parse_args(argv=None):
 
 def resolve(cfg):
     """Fill the None defaults that depend on other fields (lr, slots, out)."""
-    from .models import ModelConfig   # the model owns its slot default
     changes = {}
     if cfg.lr is None:
-        changes["lr"] = DEFAULT_LR[cfg.optimizer]
+        changes["lr"] = OPTIMIZERS[cfg.optimizer][1]
     if cfg.slots is None:
         changes["slots"] = ModelConfig(model=cfg.model).n_slots
     if cfg.out is None:
@@ -191,17 +196,20 @@ def merge_for_resume(recorded, given):
 
 
 def identity_diff(a, b):
-    """'--flag A (asked: B), ...' for every identity field where configs a and b differ; '' if none."""
+    """'--flag A (asked: B), ...' for every identity field where a and b differ; '' if none."""
     parts = [f"--{k.replace('_', '-')} {va} (asked: {b.identity()[k]})"
              for k, va in a.identity().items() if va != b.identity()[k]]
     return ", ".join(parts)
 
 
 def model_config(cfg):
-    """The engine's ModelConfig for a TrainConfig."""
-    from .models import ModelConfig
-    return ModelConfig(model=cfg.model, n_classes=cfg.classes, hidden=cfg.hidden, slots=cfg.slots,
-                       width=cfg.width, reads=cfg.reads, gamma=cfg.gamma, mann_add=cfg.mann_add)
+    """The engine's ModelConfig for a TrainConfig; ConfigError for a combination it rejects."""
+    try:
+        return ModelConfig(model=cfg.model, n_classes=cfg.classes, hidden=cfg.hidden,
+                           slots=cfg.slots, width=cfg.width, reads=cfg.reads, gamma=cfg.gamma,
+                           mann_add=cfg.mann_add)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def to_json(obj):

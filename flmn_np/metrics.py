@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import array_namespace
+from .backend import array_namespace, to_numpy
+from .episodes import instance_index
 
 TABLE_INSTANCES = (1, 2, 3, 4, 5, 10)   # the columns of the paper's tables
 
@@ -60,10 +61,14 @@ def per_instance_accuracy(logits_or_preds, y, samples_per_class, instance=None):
                     xp.full_like(total, xp.nan))
 
 
+def accuracy_on_host(correct, total):
+    """per_instance_counts sums (of any backend) -> accuracy (S,) as host float64, the division
+    done on the host so that e.g. 4/25 prints as 0.16 (one sync)."""
+    return to_numpy(correct).astype(np.float64) / to_numpy(total).astype(np.float64)
+
+
 def _instance_index_like(y):
     """episodes.instance_index(y), computed on the host and returned on y's backend."""
-    from .backend import to_numpy
-    from .episodes import instance_index
     xp = array_namespace(y)
     return xp.asarray(np.asarray(instance_index(to_numpy(y)), dtype=np.int64))
 

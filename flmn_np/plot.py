@@ -85,7 +85,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m flmn_np.plot",
                                 description="Plot learning curves from run directories.")
     p.add_argument("run_dirs", nargs="+", type=str, help="run directories holding metrics.csv")
-    p.add_argument("--out", type=str, default="curves.png", help="PNG to write (default curves.png)")
+    p.add_argument("--out", type=str, default="curves.png",
+                   help="PNG to write (default curves.png)")
     args = p.parse_args(argv)
     missing = [d for d in args.run_dirs if not (Path(d) / "metrics.csv").is_file()]
     if missing:

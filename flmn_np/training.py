@@ -1,0 +1,369 @@
+"""The training run behind train.py: set up or resume a run directory, train, log, evaluate, save.
+
+Run directory (--out):
+    config.json     the TrainConfig, model config, class split, version, backend, start time
+    metrics.csv     one row per --log-every steps (see metrics.csv_columns); test_acc_* filled at
+                    evaluation points
+    checkpoint.npz  written at every evaluation point, at the end and on Ctrl-C (checkpoint.py)
+
+Randomness: the initial parameters come from --seed; the batch of step s from
+np.random.default_rng((seed, s)); evaluation episodes from their own fixed --eval-seed. Nothing
+else draws random numbers, so a run resumed from its checkpoint at step s continues exactly as the
+uninterrupted run would (bitwise on NumPy), and evaluation never changes what training sees.
+
+Host syncs: none per step. Loss, gradient norm and per-instance counts are summed on the device
+and read back every --log-every steps (progress bar, metrics.csv, the NaN check).
+"""
+import dataclasses
+import datetime
+import functools
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from .augment import rotated_class_ids
+from .backend import (BackendError, array_namespace, asarray, backend_name, cupy_status, get_xp,
+                      to_numpy)
+from .checkpoint import (CHECKPOINT_NAME, CheckpointError, check_shapes, load_checkpoint,
+                         save_checkpoint)
+from .config import (ConfigError, TrainConfig, identity_diff, merge_for_resume, model_config,
+                     parse_args, to_json)
+from .data import DataError, make_split, resolve_data_dir
+from .episodes import Prefetcher
+from .evaluate import EpisodeSource, draw_batch, evaluate_params, omniglot_data
+from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, make_row,
+                      per_instance_counts, start_metrics)
+from .models import init_params, loss_and_grads
+from .optim import clip_by_global_norm, make_optimizer
+
+DTYPE = "float32"     # SPEC: float32 for training
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss is no longer finite); the message says why."""
+
+
+class Run(NamedTuple):
+    """Everything a training loop needs, built once by `setup`."""
+    cfg: TrainConfig
+    dir: Path
+    xp: object
+    mcfg: object          # models.ModelConfig
+    params: dict
+    opt: object
+    start_step: int
+    train: EpisodeSource
+    test: EpisodeSource
+
+
+# ---------------------------------------------------------------- run directory
+
+def open_run_dir(cfg, given):
+    """Check --out / --resume and return (final config, checkpoint or None).
+
+    A fresh run needs a directory without a run in it; --resume needs config.json and
+    checkpoint.npz, and flags that agree with the recorded run (config.merge_for_resume)."""
+    run_dir = Path(cfg.out)
+    has_run = any((run_dir / name).exists() for name in ("config.json", CHECKPOINT_NAME))
+    if not cfg.resume:
+        if has_run:
+            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, "
+                              f"or choose another --out")
+        return cfg, None
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"--resume: {run_dir} holds no run (no config.json); "
+                          f"drop --resume to start one there")
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        raise ConfigError(f"--resume: no {CHECKPOINT_NAME} in {run_dir} (the run stopped before "
+                          f"its first checkpoint); delete {run_dir} or choose another --out")
+    recorded = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
+    cfg = merge_for_resume(recorded, {**given, "out": cfg.out})   # the directory opened here
+    ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    diff = identity_diff(TrainConfig.from_dict(ckpt.config), cfg)
+    if diff:
+        raise CheckpointError(f"{run_dir / CHECKPOINT_NAME} is from another run: it has {diff}")
+    return cfg, ckpt
+
+
+def choose_backend(name):
+    """get_xp, printing which backend runs and, for 'auto' without CuPy, why."""
+    xp = get_xp(name)
+    note = ""
+    if name == "auto" and backend_name(xp) == "numpy":
+        note = f" ({cupy_status()[1]})"
+    print(f"backend: {backend_name(xp)}{note}")
+    return xp
+
+
+def load_sources(cfg):
+    """(data_dir, training EpisodeSource, held-out EpisodeSource, (train_ids, test_ids)).
+    With --rotations90 the training classes include their rotations; held-out ones do not."""
+    data_dir = resolve_data_dir(cfg.data_dir)
+    train_ids, test_ids = make_split(cfg.split, cfg.split_seed)
+    images, augment = omniglot_data(cfg, data_dir)
+    train_classes = train_ids
+    if cfg.rotations90:   # images holds 4 blocks: the plain classes, then 3 rotations of them
+        train_classes = rotated_class_ids(train_ids, images.shape[0] // 4)
+    return (data_dir, EpisodeSource(images, np.asarray(train_classes), augment),
+            EpisodeSource(images, np.asarray(test_ids), augment), (train_ids, test_ids))
+
+
+def run_record(cfg, mcfg, xp, split_ids, data_dir):
+    """The content of config.json for a fresh run."""
+    train_ids, test_ids = split_ids
+    return {
+        "config": cfg.to_dict(),
+        "model_config": {**dataclasses.asdict(mcfg), "n_slots": mcfg.n_slots},
+        "seed": cfg.seed,
+        "split": {"name": cfg.split, "seed": cfg.split_seed,
+                  "train_ids": [int(i) for i in train_ids], "test_ids": [int(i) for i in test_ids]},
+        "data_dir": str(data_dir),
+        "version": __version__,
+        "backend": backend_name(xp),
+        "dtype": DTYPE,
+        "start_time": now(),
+        "resumes": [],
+    }
+
+
+def now():
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def write_json(path, obj):
+    """Write JSON atomically (temp file + rename)."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(to_json(obj) + "\n")
+    os.replace(tmp, path)
+
+
+def setup(cfg, ckpt):
+    """Load data, build params and optimizer or restore them from `ckpt`, write config.json."""
+    mcfg = model_config(cfg)
+    xp = choose_backend(cfg.backend)
+    data_dir, train, test, split_ids = load_sources(cfg)
+    run_dir = Path(cfg.out)
+    params = init_params(mcfg, cfg.seed, xp, DTYPE)
+    opt = make_optimizer(cfg.optimizer, params, lr=cfg.lr)
+    if ckpt is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = run_record(cfg, mcfg, xp, split_ids, data_dir)
+        start_step = 0
+    else:
+        record = json.loads((run_dir / "config.json").read_text())
+        if record["split"]["test_ids"] != [int(i) for i in split_ids[1]]:
+            raise CheckpointError(f"the class split made now differs from the one recorded in "
+                                  f"{run_dir / 'config.json'}; cannot resume")
+        check_shapes(ckpt.params, params)
+        params = {k: asarray(v, xp) for k, v in ckpt.params.items()}
+        opt.load_state_dict({k: v if v.dtype.kind in "iu" else asarray(v, xp)
+                             for k, v in ckpt.opt_state.items()})
+        record["config"] = cfg.to_dict()
+        record["resumes"].append({"time": now(), "step": ckpt.step, "backend": backend_name(xp)})
+        start_step = ckpt.step
+        print(f"resuming {run_dir} at step {start_step}")
+    write_json(run_dir / "config.json", record)
+    return Run(cfg, run_dir, xp, mcfg, params, opt, start_step, train, test)
+
+
+# ---------------------------------------------------------------- the loop
+
+class IntervalStats:
+    """Sums of loss, gradient norm and per-instance counts over the steps since the last log row,
+    kept on the device; `read` syncs them once and starts a new interval."""
+
+    def __init__(self, samples):
+        self.samples = samples
+        self.reset()
+
+    def reset(self):
+        self.steps, self.loss, self.gnorm, self.correct, self.total = 0, 0.0, 0.0, 0.0, 0.0
+        self.restart_clock()
+
+    def restart_clock(self):
+        self.since = time.perf_counter()
+
+    def add(self, loss, gnorm, logits, y, inst):
+        c, t = per_instance_counts(logits, y, inst, self.samples)
+        self.steps += 1
+        self.loss, self.gnorm = self.loss + loss, self.gnorm + gnorm
+        self.correct, self.total = self.correct + c, self.total + t
+
+    def read(self):
+        """-> (steps, mean loss, mean grad norm, per-instance accuracy (S,) np, seconds); resets."""
+        steps = self.steps
+        loss = float(to_numpy(self.loss)) / steps
+        gnorm = float(to_numpy(self.gnorm)) / steps
+        acc = accuracy_on_host(self.correct, self.total)
+        seconds = time.perf_counter() - self.since
+        self.reset()
+        return steps, loss, gnorm, acc, seconds
+
+
+def train_on_batch(run, batch, stats):
+    """One optimizer step on a host batch (x, y, instance index): move it to the device,
+    loss and gradients, clip, update the params in place, add to the interval's sums."""
+    x, y, inst = batch
+    xp = run.xp
+    y = asarray(y, xp, "int64")
+    loss, logits, grads = loss_and_grads(run.params, asarray(x, xp, DTYPE), y, run.mcfg)
+    grads, gnorm = clip_by_global_norm(grads, run.cfg.clip)
+    run.opt.step(run.params, grads)
+    stats.add(loss, gnorm, logits, y, asarray(inst, xp, "int64"))
+
+
+def batch_for_step(run, step):
+    """The host batch of training step `step` (1-based): a function of (seed, step) only."""
+    rng = np.random.default_rng((run.cfg.seed, step))
+    return draw_batch(run.train, run.cfg.batch_size, run.cfg.classes, run.cfg.samples, rng)
+
+
+def is_eval_step(cfg, step):
+    return step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
+
+
+def evaluate_now(run, step):
+    """Held-out per-instance accuracy (S,) at `step`, printed as a table; None when the number
+    of episodes for this point (--eval-episodes, or --final-eval-episodes at the end) is 0."""
+    episodes = run.cfg.final_eval_episodes if step == run.cfg.steps else run.cfg.eval_episodes
+    if episodes == 0:
+        return None
+    acc, _ = evaluate_params(run.params, run.mcfg, run.test, episodes, run.cfg.samples,
+                             run.cfg.eval_seed)
+    tqdm.write(format_accuracy_table(acc, episodes, title=f"held-out, step {step}"))
+    return acc
+
+
+def params_finite(params):
+    """True when every parameter is finite (one sync; only before a checkpoint)."""
+    xp = array_namespace(next(iter(params.values())))
+    return all(bool(xp.all(xp.isfinite(p))) for p in params.values())
+
+
+def kept_checkpoint(run_dir):
+    """What a stopped run leaves behind, for its error message."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        return "no checkpoint was written yet"
+    return f"the last good checkpoint (step {load_checkpoint(path).step}) is kept in {run_dir}"
+
+
+def checkpoint(run, step):
+    """Save params/optimizer at `step`, refusing a non-finite state."""
+    if not params_finite(run.params):
+        raise TrainingError(f"the parameters are not finite at step {step}; stopped, "
+                            f"{kept_checkpoint(run.dir)} (try a smaller --lr or --clip)")
+    save_checkpoint(run.dir / CHECKPOINT_NAME, run.params, run.opt.state_dict(), step,
+                    run.cfg.to_dict())
+
+
+def check_finite(loss, step, run_dir):
+    """Stop the run (keeping the last checkpoint) when the loss is nan or inf."""
+    if not math.isfinite(loss):
+        raise TrainingError(f"the loss is not finite ({loss}) at step {step}; stopped, "
+                            f"{kept_checkpoint(run_dir)} (try a smaller --lr or --clip)")
+
+
+def install_interrupt_flag():
+    """Ctrl-C sets the returned Event (the loop then stops at the end of the step, so parameters
+    are never saved half-updated); a second Ctrl-C interrupts at once. Returns (event, restore)."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    return stop, lambda: signal.signal(signal.SIGINT, previous)
+
+
+def log_point(run, stats, step, bar, wall_time, stopping):
+    """At a logging step: sync the interval's sums, stop on a non-finite loss, update the bar,
+    evaluate (at evaluation points), append the metrics.csv row, and checkpoint (at evaluation
+    points and when stopping)."""
+    cfg = run.cfg
+    n_steps, loss, gnorm, acc, seconds = stats.read()
+    check_finite(loss, step, run.dir)
+    bar.set_postfix(loss=f"{loss:.3f}", acc2=f"{acc[min(1, len(acc) - 1)]:.3f}",
+                    eps=f"{n_steps * cfg.batch_size / seconds:.0f}/s")
+    evaluating = is_eval_step(cfg, step)
+    test_acc = evaluate_now(run, step) if evaluating else None
+    row = make_row(step, step * cfg.batch_size, loss, gnorm, acc, test_acc, wall_time)
+    append_metrics(run.dir / "metrics.csv", row, cfg.samples)
+    if evaluating or stopping:
+        checkpoint(run, step)
+    stats.restart_clock()   # episodes/s counts training only, not evaluation
+
+
+def train(run):
+    """The training loop from run.start_step to cfg.steps. Returns the last step taken."""
+    cfg = run.cfg
+    wall_offset = start_metrics(run.dir / "metrics.csv", cfg.samples,
+                                keep_until_step=run.start_step if run.start_step else None)
+    started = time.perf_counter() - wall_offset
+    stats = IntervalStats(cfg.samples)
+    stop, restore_sigint = install_interrupt_flag()
+    bar = tqdm(total=cfg.steps, initial=run.start_step, unit="step", dynamic_ncols=True,
+               mininterval=1.0)
+    step = run.start_step
+    # NumPy's overflow / invalid-value warnings are silenced: a non-finite loss is caught at
+    # the next log point and stops the run with one clear message instead.
+    try:
+        with np.errstate(all="ignore"), Prefetcher(functools.partial(batch_for_step, run),
+                                                   run.start_step + 1, cfg.steps + 1) as batches:
+            for step, batch in batches:
+                train_on_batch(run, batch, stats)
+                bar.update(1)
+                stopping = stop.is_set()
+                if is_eval_step(cfg, step) or stopping or step % cfg.log_every == 0:
+                    log_point(run, stats, step, bar, time.perf_counter() - started, stopping)
+                if stopping:
+                    break
+                if cfg.stop_after == step:
+                    os.kill(os.getpid(), signal.SIGKILL)   # testing hook: a hard crash
+    finally:
+        bar.close()
+        restore_sigint()
+    return step
+
+
+# ---------------------------------------------------------------- entry point
+
+def run_training(argv=None):
+    """Parse, set up, train. Returns the process exit code."""
+    cfg, ckpt = open_run_dir(*parse_args(argv))
+    if ckpt is not None and ckpt.step >= cfg.steps:
+        print(f"{cfg.out} is already trained to step {ckpt.step}; pass a larger --steps "
+              f"to train on")
+        return 0
+    run = setup(cfg, ckpt)
+    step = train(run)
+    if step < run.cfg.steps:
+        print(f"interrupted at step {step}; checkpoint saved. Resume with:\n"
+              f"  python train.py --out {run.dir} --resume", file=sys.stderr)
+        return 130
+    print(f"done: {step} steps ({step * run.cfg.batch_size} episodes); run in {run.dir}")
+    return 0
+
+
+def main(argv=None):
+    """train.py: exit code 2 with a one-line message (no traceback) for every problem it knows."""
+    try:
+        return run_training(argv)
+    except (ConfigError, CheckpointError, BackendError, DataError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

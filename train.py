@@ -1,0 +1,8 @@
+"""Train FLMN or MANN on one-shot Omniglot episodes. `python train.py --help` lists the flags;
+with none it trains FLMN, Experiment I, with the paper's settings (see flmn_np/training.py)."""
+import sys
+
+from flmn_np.training import main
+
+if __name__ == "__main__":
+    sys.exit(main())
