@@ -18,7 +18,7 @@ def cupy_status():
     try:
         import cupy
     except ImportError as e:
-        return False, f"CuPy is not installed ({e}); see README, 'GPU install'"
+        return False, f"CuPy is not installed ({e}); see README, section 'GPU'"
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDA driver missing or broken

@@ -4,6 +4,7 @@ Gates are packed in one pre-activation z = [z_i | z_f | z_o | z_g] (B, 4H); the 
 that makes z lives in models.py, where the input part of all T steps is one product before the
 time loop. Derivation: docs/derivations.md#lstm-cell.
 """
+from . import kernels
 from .backend import array_namespace
 from .ops import sigmoid
 
@@ -15,8 +16,10 @@ def lstm_cell_forward(z, c_prev):
         c[t] = f * c[t-1] + i * g
         h[t] = o * tanh(c[t])
 
-    z (B, 4H), c_prev (B, H)  ->  h (B, H), c (B, H), cache
+    z (B, 4H), c_prev (B, H)  ->  h (B, H), c (B, H), cache.  On CuPy: one fused kernel.
     """
+    if kernels.fused(z):
+        return kernels.lstm_cell_forward(z, c_prev)
     xp = array_namespace(z)
     H = c_prev.shape[-1]
     ifo = sigmoid(z[:, :3 * H])
@@ -35,6 +38,8 @@ def lstm_cell_backward(dh, dc, cache):
         di = dc_total * g,  df = dc_total * c[t-1],  do = dh * tanh(c),  dg = dc_total * i
         dz = [di i(1-i) | df f(1-f) | do o(1-o) | dg (1-g^2)],   dc_prev = dc_total * f
     """
+    if kernels.fused(dh):
+        return kernels.lstm_cell_backward(dh, dc, cache)
     ifo, g, c_prev, tanh_c = cache
     xp = array_namespace(dh)
     H = dh.shape[-1]

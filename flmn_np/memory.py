@@ -4,6 +4,7 @@ Shapes carry a head axis R (MANN's write heads; R = 1 for FLMN):
 M (B, N, W) memory, w (B, R, N) weights, a (B, R, W) add vectors, g (B, R) gates.
 Derivations: docs/derivations.md#lrua-write and #label-write.
 """
+from . import kernels
 from .backend import array_namespace
 from .ops import transpose_matmul
 
@@ -31,8 +32,10 @@ def write_forward(M_prev, w, a, erase=None):
     M_prev (B, N, W), w (B, R, N), a (B, R, W), erase (B, N) or None (no erase: the label write)
     ->  M (B, N, W), cache.
     """
-    added = transpose_matmul(w, a)                                     # (B, N, W)
     keep = None if erase is None else (1.0 - erase)[:, :, None]       # (B, N, 1)
+    if keep is not None and w.shape[1] == 1 and kernels.fused(M_prev):
+        return kernels.write_forward(M_prev, w, a, keep), (w, a, keep)
+    added = transpose_matmul(w, a)                                     # (B, N, W)
     M = added + (M_prev if keep is None else M_prev * keep)
     return M, (w, a, keep)
 
