@@ -142,14 +142,20 @@ def run_evaluation(args):
     acc, loss = evaluate_params(params, mcfg, source, args.episodes, cfg.samples, seed)
     title = f"{cfg.model.upper()} exp {cfg.experiment} step {ckpt.step} {args.dataset}"
     print(format_accuracy_table(acc, args.episodes, title=title))
-    result = {"run_dir": str(args.run_dir), "dataset": args.dataset, "episodes": args.episodes,
-              "seed": seed, "checkpoint_step": ckpt.step, "model": cfg.model,
-              "experiment": cfg.experiment, "backend": backend_name(xp), "loss": loss,
-              "accuracy": {str(k): float(a) for k, a in enumerate(acc, start=1)}}
+    result = eval_record(args.run_dir, cfg, args.dataset, args.episodes, seed, ckpt.step,
+                         backend_name(xp), loss, acc)
     out = Path(args.json or Path(args.run_dir) / f"eval_{args.dataset}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return result
+
+
+def eval_record(run_dir, cfg, dataset, episodes, seed, step, backend, loss, acc):
+    """The JSON content of an evaluation (this command's and train.py's final one)."""
+    return {"run_dir": str(run_dir), "dataset": dataset, "episodes": episodes,
+            "seed": seed, "checkpoint_step": step, "model": cfg.model, "reads": cfg.reads,
+            "experiment": cfg.experiment, "backend": backend, "loss": loss,
+            "accuracy": {str(k): float(a) for k, a in enumerate(acc, start=1)}}
 
 
 def main(argv=None):

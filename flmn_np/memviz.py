@@ -46,7 +46,7 @@ def load_trace(run_dir, data_dir, seed, backend="numpy"):
     params = params_from_checkpoint(ckpt, mcfg, xp)
     images, _ = omniglot_data(cfg.__class__(**{**cfg.to_dict(), "experiment": 1}),
                               resolve_data_dir(data_dir or cfg.data_dir))
-    test_ids = np.asarray(record["split"]["test"])
+    test_ids = np.asarray(record["split"]["test_ids"])
     x, y, _ = draw_batch(EpisodeSource(images, test_ids, {}), 1, mcfg.n_classes, cfg.samples,
                          np.random.default_rng(seed))
     reads, writes, preds = trace_episode(params, asarray(x, xp, "float32"), asarray(y, xp, "int64"), mcfg)

@@ -40,11 +40,12 @@ from .config import (ConfigError, TrainConfig, identity_diff, merge_for_resume, 
                      parse_args, to_json)
 from .data import DataError, make_split, resolve_data_dir
 from .episodes import Prefetcher
-from .evaluate import EpisodeSource, draw_batch, evaluate_params, omniglot_data
+from .evaluate import EpisodeSource, draw_batch, eval_record, evaluate_params, omniglot_data
 from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, make_row,
                       per_instance_counts, start_metrics)
 from .models import init_params, loss_and_grads
 from .optim import clip_by_global_norm, make_optimizer
+from .plot import plot_runs
 
 DTYPE = "float32"     # SPEC: float32 for training
 
@@ -238,9 +239,13 @@ def evaluate_now(run, step):
     episodes = run.cfg.final_eval_episodes if step == run.cfg.steps else run.cfg.eval_episodes
     if episodes == 0:
         return None
-    acc, _ = evaluate_params(run.params, run.mcfg, run.test, episodes, run.cfg.samples,
-                             run.cfg.eval_seed)
+    acc, loss = evaluate_params(run.params, run.mcfg, run.test, episodes, run.cfg.samples,
+                                run.cfg.eval_seed)
     tqdm.write(format_accuracy_table(acc, episodes, title=f"held-out, step {step}"))
+    if step == run.cfg.steps:   # the same file `python -m flmn_np.evaluate RUN_DIR` writes
+        write_json(run.dir / "eval_omniglot.json",
+                   eval_record(run.dir, run.cfg, "omniglot", episodes, run.cfg.eval_seed, step,
+                               backend_name(run.xp), loss, acc))
     return acc
 
 
@@ -353,7 +358,9 @@ def run_training(argv=None):
         print(f"interrupted at step {step}; checkpoint saved. Resume with:\n"
               f"  python train.py --out {run.dir} --resume", file=sys.stderr)
         return 130
-    print(f"done: {step} steps ({step * run.cfg.batch_size} episodes); run in {run.dir}")
+    plot_runs([run.dir], run.dir / "curves.png")
+    print(f"done: {step} steps ({step * run.cfg.batch_size} episodes); run in {run.dir} "
+          f"(eval_omniglot.json, curves.png)")
     return 0
 
 

@@ -157,6 +157,16 @@ def test_evaluate_prints_table_and_writes_json(tiny_run, data_dir, capsys):
         assert acc == pytest.approx(float(final[f"test_acc_{k}"]), abs=1e-4)
 
 
+def test_finished_run_writes_final_evaluation_and_curves(tiny_run):
+    """The run directory also holds the final evaluation (as evaluate writes it) and the plot."""
+    result = json.loads((tiny_run / "eval_omniglot.json").read_text())
+    assert (result["dataset"], result["checkpoint_step"], result["model"]) == ("omniglot", 6, "flmn")
+    final = read_metrics(tiny_run / "metrics.csv")[-1]
+    for k, acc in result["accuracy"].items():
+        assert acc == pytest.approx(float(final[f"test_acc_{k}"]), abs=1e-4)
+    assert (tiny_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_evaluate_mnist_default_json_path(tiny_run, data_dir):
     from flmn_np.evaluate import main
     assert main([str(tiny_run), "--dataset", "mnist", "--episodes", "4", "--seed", "7",
