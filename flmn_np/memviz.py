@@ -35,6 +35,26 @@ def trace_episode(params, x, y, cfg):
     return np.stack(reads), np.stack(writes), np.array(preds)
 
 
+def same_class_lift(reads, writes, y):
+    """How much more read weight lands on slots holding the current class than chance would put
+    there: each slot is labelled with the class of the step that wrote it most; at each step t
+    with an earlier same-class write, (read mass on same-class slots / read mass on written
+    slots) / (same-class slots / written slots); the mean over those steps. 1 = no preference."""
+    T = len(y)
+    owner = np.full(writes.shape[1], -1)
+    best = np.zeros(writes.shape[1])
+    lifts = []
+    for t in range(T):
+        written = owner >= 0
+        same = owner == y[t]
+        if same.any():
+            mass = reads[t, same].sum() / reads[t, written].sum()
+            lifts.append(mass / (same.sum() / written.sum()))
+        stronger = writes[t] > best              # slots this step's write dominates
+        owner[stronger], best[stronger] = y[t], writes[t, stronger]
+    return float(np.mean(lifts)) if lifts else float("nan")
+
+
 def load_trace(run_dir, data_dir, seed, backend="numpy"):
     """Load a run, draw one test episode of its split (seed `seed`) and trace it."""
     from .config import model_config
@@ -61,9 +81,16 @@ def plot_traces(traces, out):
     fig, axes = plt.subplots(2, len(traces), figsize=(6.5 * len(traces), 7.5), squeeze=False)
     for col, (label, reads, writes, preds, y) in enumerate(traces):
         T = len(y)
-        for row, (name, w) in enumerate([("read weights w_r", reads), ("write weights", writes)]):
+        # Softmax over cosines in [-1, 1] gives flat read weights (no key strength in SPEC.md):
+        # the read row is shown centred and scaled per step so that its pattern is visible.
+        centred = reads - reads.mean(axis=1, keepdims=True)
+        centred /= np.abs(centred).max(axis=1, keepdims=True) + 1e-12
+        panels = [("read weights w_r (centred, scaled per step)", centred, "RdBu_r", (-1, 1)),
+                  ("write weights", writes, "viridis", (0, 1))]
+        for row, (name, w, cmap, (vmin, vmax)) in enumerate(panels):
             ax = axes[row, col]
-            im = ax.imshow(w.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
+            im = ax.imshow(w.T, aspect="auto", origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
+                           interpolation="nearest")
             ax.set_title(f"{label}: {name}", fontsize=10)
             ax.set_ylabel("memory slot")
             ax.set_xlabel("step t (label on top; red = wrong prediction)")
@@ -95,7 +122,8 @@ def main(argv=None):
     for label, reads, writes, preds, y in traces:
         print(f"{label}: accuracy on this episode {np.mean(preds == y):.2f}, "
               f"slots written (weight > 0.5) {len(set(np.flatnonzero(writes.max(0) > 0.5)))}, "
-              f"mean max read weight {reads.max(1).mean():.2f}")
+              f"mean max read weight {reads.max(1).mean():.3f}, "
+              f"same-class read lift {same_class_lift(reads, writes, y):.2f}")
     print(f"wrote {args.out}")
     return 0
 

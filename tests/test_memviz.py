@@ -1,7 +1,7 @@
 """The memory-access figure: traces from a trained run, drawn to a PNG."""
 import numpy as np
 
-from flmn_np.memviz import main, trace_episode
+from flmn_np.memviz import main, same_class_lift, trace_episode
 from flmn_np.models import ModelConfig, init_params
 from test_train import tiny_flags, train_in_process
 
@@ -31,3 +31,17 @@ def test_memviz_draws_flmn_and_mann(data_dir, tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
     assert "FLMN" in printed and "MANN" in printed
+
+
+def test_same_class_lift():
+    """Slot s written at step s; a reader that puts all its weight on same-class slots has
+    lift (written / same-class) > 1, a uniform reader has lift 1."""
+    y = np.array([0, 1, 0, 1, 0])
+    writes = np.eye(5)
+    uniform = np.full((5, 5), 0.2)
+    assert same_class_lift(uniform, writes, y) == 1.0
+    perfect = np.zeros((5, 5))
+    perfect[2, 0] = perfect[3, 1] = 1.0
+    perfect[4, [0, 2]] = 0.5
+    # step 2: 1 same of 2 written -> lift 2; step 3: 1 of 3 -> 3; step 4: 2 of 4 -> 2
+    assert same_class_lift(perfect, writes, y) == (2 + 3 + 2) / 3
