@@ -597,7 +597,8 @@ def _show(args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flmn_np.episodes import previous_labels_onehot, sample_episodes
+    from flmn_np.episodes import sample_episodes
+    from flmn_np.ops import previous_label_onehot
 
     data_dir = resolve_data_dir(args.data_dir)
     full = None
@@ -611,7 +612,7 @@ def _show(args):
     class_ids = np.arange(images.shape[0])
     x, y = sample_episodes(images, class_ids, 1, args.classes, args.samples, rng,
                            full_images=full, augment=args.augment)
-    prev = previous_labels_onehot(y, args.classes)
+    prev = previous_label_onehot(y, args.classes, np.float32)
     T, ncols = y.shape[1], min(args.samples, 10)
     nrows = -(-T // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows), squeeze=False)

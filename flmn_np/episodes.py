@@ -1,4 +1,5 @@
-"""One-shot episodes: sampling, the label input, instance counts, and a one-batch prefetcher.
+"""One-shot episodes: sampling, instance counts, and a one-batch prefetcher.
+(The label input, onehot(y[t-1]) at step t, is ops.previous_label_onehot.)
 
 [SPEC "The one-shot task"] An episode draws C classes, gives them a fresh random assignment of the
 labels 0..C-1, and presents S samples (distinct drawers) of each class in random order:
@@ -59,17 +60,6 @@ def sample_episodes(images, class_ids, batch_size, n_classes, samples_per_class,
     from flmn_np.augment import augment_images
     x = augment_images(full_images[cls, drw].reshape(B * T, *full_images.shape[2:]), rng)
     return x.reshape(B, T, -1), y
-
-
-def previous_labels_onehot(y, n_classes):
-    """The label input: one-hot of y[t-1] at step t, zeros at t = 0.   [SPEC "The one-shot task"]
-
-    y (B, T) int  ->  (B, T, C) float32 (host NumPy; move it with xp.asarray).
-    """
-    B, T = y.shape
-    out = np.zeros((B, T, n_classes), dtype=np.float32)
-    out[:, 1:] = np.eye(n_classes, dtype=np.float32)[y[:, :-1]]
-    return out
 
 
 def instance_index(y):

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from flmn_np.episodes import Prefetcher, instance_index, previous_labels_onehot, sample_episodes
+from flmn_np.episodes import Prefetcher, instance_index, sample_episodes
 
 N_CLASSES, N_DRAWERS = 30, 20
 
@@ -89,15 +89,6 @@ def test_augmented_sampling_uses_full_images():
     assert x.shape == (4, 15, 400) and x.dtype == np.float32
     ink = x.sum(axis=-1)
     assert ((ink > 5) | (ink == 0)).all() and (ink > 5).any()      # squares moved, not lost
-
-
-def test_previous_labels_onehot():
-    y = np.array([[2, 0, 1, 1], [0, 0, 2, 1]])
-    prev = previous_labels_onehot(y, 3)
-    assert prev.shape == (2, 4, 3) and prev.dtype == np.float32
-    np.testing.assert_array_equal(prev[:, 0], 0)
-    np.testing.assert_array_equal(prev[:, 1:].argmax(-1), y[:, :-1])
-    np.testing.assert_array_equal(prev[:, 1:].sum(-1), 1)
 
 
 def test_instance_index_example_and_property(images):

@@ -127,6 +127,7 @@ def test_previous_label_onehot(backend):
     xp = get_xp(backend)
     y = np.array([[2, 0, 1, 1], [0, 1, 2, 0]])
     prev = to_numpy(ops.previous_label_onehot(asarray(y, xp), 3, xp.float64))
+    assert prev.shape == (2, 4, 3) and prev.dtype == np.float64
     assert np.all(prev[:, 0] == 0)
     np.testing.assert_array_equal(prev[:, 1:].argmax(-1), y[:, :-1])
     assert np.all(prev[:, 1:].sum(-1) == 1)
