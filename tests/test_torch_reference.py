@@ -1,0 +1,16 @@
+"""flmn_np's hand-derived FLMN gradients against PyTorch autograd on an independent
+implementation of SPEC.md (benchmarks/torch_flmn.py). PyTorch is not a requirement of
+flmn-np: skipped where it is not installed."""
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import torch_flmn  # noqa: E402
+
+
+def test_autograd_matches_hand_derived_gradients(capsys):
+    assert torch_flmn.check(seed=3)
+    assert "worst" in capsys.readouterr().out
