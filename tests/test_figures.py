@@ -1,4 +1,4 @@
-"""The memory-access figure: traces from a trained run, drawn to a PNG."""
+"""The memory-access figure (memviz) and the results tables (report)."""
 import numpy as np
 
 from flmn_np.memviz import main, same_class_lift, trace_episode
@@ -45,3 +45,18 @@ def test_same_class_lift():
     perfect[4, [0, 2]] = 0.5
     # step 2: 1 same of 2 written -> lift 2; step 3: 1 of 3 -> 3; step 4: 2 of 4 -> 2
     assert same_class_lift(perfect, writes, y) == (2 + 3 + 2) / 3
+
+
+def test_report_rows_from_evaluation_json(tmp_path, capsys):
+    import json
+    from flmn_np.report import main as report
+    run = tmp_path / "flmn-x"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"batch_size": 16}}))
+    (run / "eval_omniglot.json").write_text(json.dumps(
+        {"checkpoint_step": 6250, "episodes": 1000, "accuracy": {str(k): k / 20 for k in range(1, 11)}}))
+    assert report([str(run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| run |") and "10th" in lines[0]
+    assert lines[2] == "| flmn-x | 6,250 (100,000) | 1,000 | 5.0 | 10.0 | 15.0 | 20.0 | 25.0 | 50.0 |"
+    assert report([str(tmp_path / "none")]) == 2
