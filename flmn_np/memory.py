@@ -58,7 +58,7 @@ def usage_forward(w_u_prev, gamma, *weights):
     xp = array_namespace(w_u_prev)
     w_u = gamma * w_u_prev
     for w in weights:
-        w_u = w_u + xp.sum(w, axis=1)
+        w_u = w_u + (w[:, 0, :] if w.shape[1] == 1 else xp.sum(w, axis=1))
     return w_u
 
 

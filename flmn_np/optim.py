@@ -43,9 +43,9 @@ class Adam:
         xp = array_namespace(next(iter(params.values())))
         self.t += 1
         lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
-        for k, g in grads.items():
-            self.m[k] = self.beta1 * self.m[k] + (1.0 - self.beta1) * g
-            self.v[k] = self.beta2 * self.v[k] + (1.0 - self.beta2) * (g * g)
+        for k, g in grads.items():   # in place: m += (1 - b1)(g - m) is b1 m + (1 - b1) g
+            self.m[k] += (1.0 - self.beta1) * (g - self.m[k])
+            self.v[k] += (1.0 - self.beta2) * (g * g - self.v[k])
             params[k] -= lr_t * self.m[k] / (xp.sqrt(self.v[k]) + self.eps)
 
     def state_dict(self):
