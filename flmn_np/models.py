@@ -139,8 +139,7 @@ def core_step_backward(dstate, cache, params, W_rec, cfg):
     """dstate: everything reaching the state after step t.
     ->  dz (B, 4H), dheads (B, head_size), dstate_prev.  Weight gradients are left to the caller:
     dW_rec += rh_prev^T dz,  dW_head += h^T dheads."""
-    rh_prev, lstm_cache, mem_cache = cache
-    xp = array_namespace(dstate.h)
+    _, lstm_cache, mem_cache = cache   # rh_prev serves the caller's dW_rec
     dheads, dmem_prev = cfg.memory.memory_step_backward(dstate.r, dstate.mem, mem_cache)
     dh = dstate.h + matmul_t(dheads, params["W_head"])
     dz, dc_prev = lstm_cell_backward(dh, dstate.c, lstm_cache)

@@ -1,14 +1,13 @@
 """Whole episodes: gradients against finite differences, the hoisted episode against single
 steps, a batch against its episodes, dtypes, backends, a plain reference of SPEC.md's
 equations, and a short learning run."""
-import time
 
 import numpy as np
 import pytest
 
 from flmn_np.backend import asarray, get_xp, to_numpy
 from flmn_np.gradcheck import TINY, check_directions, check_episode, tiny_episode
-from flmn_np.models import (ModelConfig, episode_forward, forward, init_params, initial_state,
+from flmn_np.models import (ModelConfig, forward, init_params, initial_state,
                             loss_and_grads, step_backward, step_forward, zero_dstate)
 from flmn_np.ops import cross_entropy_backward, cross_entropy_forward, previous_label_onehot
 from flmn_np.optim import Adam, clip_by_global_norm

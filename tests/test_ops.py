@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from flmn_np import addressing, lstm, memory, ops, flmn, mann
+from flmn_np import addressing, lstm, memory, ops
 from flmn_np.backend import asarray, get_xp, to_numpy
 from flmn_np.models import ModelConfig
 from gradients import check_op
