@@ -23,6 +23,7 @@ from .optim import OPTIMIZERS
 IDENTITY_FIELDS = (
     "model", "experiment", "batch_size", "classes", "samples", "hidden", "slots", "width", "reads",
     "gamma", "mann_add", "optimizer", "lr", "clip", "split", "split_seed", "seed", "rotations90",
+    "val_classes",
 )
 
 
@@ -53,12 +54,16 @@ class TrainConfig:
     split_seed: int = 0
     seed: int = 0
     rotations90: bool = False
+    val_classes: int = 0              # training classes held out for early stopping (validation.py)
     # how the run is driven
     steps: int = 100_000
     eval_every: int = 250             # steps; 0 turns periodic evaluation off
     eval_episodes: int = 160          # per periodic evaluation
     final_eval_episodes: int = 1000   # at the end of the run
     eval_seed: int = 1234             # fixed, so that periodic evaluations are comparable
+    val_episodes: int = 500           # validation episodes per evaluation point (--val-classes)
+    patience: int = 0                 # stop after this many evaluations without a better
+                                      # validation score; 0 = never stop early
     log_every: int = 50               # steps between metrics.csv rows (and host syncs)
     backend: str = "auto"
     data_dir: str | None = None       # None: $FLMN_DATA_DIR, else ./data
@@ -151,6 +156,13 @@ def build_parser():
     opt("--final-eval-episodes", f"held-out episodes for the evaluation at the end "
         f"(default {d.final_eval_episodes})", type=nonneg)
     opt("--eval-seed", f"seed of the evaluation episodes (default {d.eval_seed})", type=nonneg)
+    opt("--val-classes", f"hold this many training classes out as validation classes, score "
+        f"every evaluation point on them and keep the best checkpoint as best.npz "
+        f"(default {d.val_classes}: none)", type=nonneg)
+    opt("--val-episodes", f"validation episodes per evaluation point (default {d.val_episodes})",
+        type=pos)
+    opt("--patience", f"with --val-classes: stop after this many evaluation points without a "
+        f"better validation score, 0 = never (default {d.patience})", type=nonneg)
     opt("--log-every", f"steps between metrics.csv rows (default {d.log_every})", type=pos)
     opt("--backend", f"array backend; auto = CuPy if a GPU is usable (default {d.backend})",
         choices=BACKENDS)

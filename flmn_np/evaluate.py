@@ -2,14 +2,15 @@
 miniMNIST.
 
     python -m flmn_np.evaluate RUN_DIR --dataset {omniglot,mnist} [--episodes N] [--seed S]
-                               [--json FILE] [--backend B] [--data-dir DIR]
+                               [--best] [--json FILE] [--backend B] [--data-dir DIR]
 
 Omniglot episodes use the run's recorded test classes (and, for Experiment II, the same rotation
 and shift augmentation as training: "414 classes (plus augmentations) were used for testing"
 [FLMN §5.3]). miniMNIST episodes draw C of the 10 digits, S samples each, from 20 images per digit
 [FLMN §5.4]. Episode batch i is drawn from np.random.default_rng((seed, i)), so the same seed and
 batch size give the same episodes; the default seed is the run's --eval-seed, so 1000 episodes
-here equal the run's final evaluation in metrics.csv.
+here equal the run's final evaluation in metrics.csv. --best evaluates the run's best.npz (the
+checkpoint chosen on validation classes, validation.py) instead of its latest checkpoint.npz.
 """
 import argparse
 import json
@@ -28,6 +29,7 @@ from .data import DataError, load_mini_mnist, load_omniglot, load_omniglot_full,
 from .episodes import instance_index, sample_episodes
 from .metrics import accuracy_on_host, format_accuracy_table, per_instance_counts
 from .models import forward, param_shapes
+from .validation import BEST_NAME
 
 EVAL_BATCH = 50   # episodes per forward pass during evaluation
 
@@ -90,14 +92,17 @@ def mnist_source(cfg, data_dir):
 
 # ---------------------------------------------------------------- command line
 
-def load_run(run_dir):
+def load_run(run_dir, checkpoint_name=CHECKPOINT_NAME):
     """RUN_DIR -> (config.json record, TrainConfig, Checkpoint); CheckpointError if unusable."""
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{run_dir} holds no run (no config.json)")
     record = json.loads(path.read_text())
-    ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    if checkpoint_name == BEST_NAME and not (run_dir / BEST_NAME).is_file():
+        raise CheckpointError(f"{run_dir} has no {BEST_NAME}: only runs trained with "
+                              f"--val-classes keep one")
+    ckpt = load_checkpoint(run_dir / checkpoint_name)
     return record, TrainConfig.from_dict(record["config"]), ckpt
 
 
@@ -118,8 +123,12 @@ def build_parser():
                    help="episodes to test (default 1000)")
     p.add_argument("--seed", type=int_at_least(0), default=None,
                    help="seed of the test episodes (default: the run's --eval-seed)")
+    p.add_argument("--best", action="store_true",
+                   help=f"evaluate {BEST_NAME} (chosen on validation classes) instead of "
+                        f"{CHECKPOINT_NAME}")
     p.add_argument("--json", type=str, default=None,
-                   help="where to write the result (default RUN_DIR/eval_<dataset>.json)")
+                   help="where to write the result (default RUN_DIR/eval_<dataset>.json, "
+                        "eval_<dataset>_best.json with --best)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="array backend")
     p.add_argument("--data-dir", type=str, default=None,
                    help="dataset folder (default: the run's, else $FLMN_DATA_DIR, else ./data)")
@@ -128,7 +137,7 @@ def build_parser():
 
 def run_evaluation(args):
     """Evaluate, print the table, write the JSON; returns the result dict."""
-    record, cfg, ckpt = load_run(args.run_dir)
+    record, cfg, ckpt = load_run(args.run_dir, BEST_NAME if args.best else CHECKPOINT_NAME)
     xp = get_xp(args.backend)
     mcfg = model_config(cfg)
     params = params_from_checkpoint(ckpt, mcfg, xp)
@@ -140,11 +149,13 @@ def run_evaluation(args):
         source = mnist_source(cfg, data_dir)
     seed = cfg.eval_seed if args.seed is None else args.seed
     acc, loss = evaluate_params(params, mcfg, source, args.episodes, cfg.samples, seed)
-    title = f"{cfg.model.upper()} exp {cfg.experiment} step {ckpt.step} {args.dataset}"
+    title = (f"{cfg.model.upper()} exp {cfg.experiment} step {ckpt.step} {args.dataset}"
+             + (" (best.npz)" if args.best else ""))
     print(format_accuracy_table(acc, args.episodes, title=title))
     result = eval_record(args.run_dir, cfg, args.dataset, args.episodes, seed, ckpt.step,
                          backend_name(xp), loss, acc)
-    out = Path(args.json or Path(args.run_dir) / f"eval_{args.dataset}.json")
+    name = f"eval_{args.dataset}{'_best' if args.best else ''}.json"
+    out = Path(args.json or Path(args.run_dir) / name)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return result

@@ -5,6 +5,9 @@ Run directory (--out):
     metrics.csv     one row per --log-every steps (see metrics.csv_columns); test_acc_* filled at
                     evaluation points
     checkpoint.npz  written at every evaluation point, at the end and on Ctrl-C (checkpoint.py)
+    eval_omniglot.json, curves.png   at the end
+    validation.csv, best.npz, best.json, eval_omniglot_best.json   with --val-classes
+                    (validation.py: early stopping on training classes held out of training)
 
 Randomness: the initial parameters come from --seed; the batch of step s from
 np.random.default_rng((seed, s)); evaluation episodes from their own fixed --eval-seed. Nothing
@@ -46,6 +49,7 @@ from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, m
 from .models import init_params, loss_and_grads
 from .optim import clip_by_global_norm, make_optimizer
 from .plot import plot_runs
+from .validation import BEST_NAME, BestTracker, split_validation
 
 DTYPE = "float32"     # SPEC: float32 for training
 
@@ -65,6 +69,8 @@ class Run(NamedTuple):
     start_step: int
     train: EpisodeSource
     test: EpisodeSource
+    val: EpisodeSource | None     # validation classes (--val-classes), else None
+    best: BestTracker | None
 
 
 # ---------------------------------------------------------------- run directory
@@ -106,28 +112,47 @@ def choose_backend(name):
     return xp
 
 
-def load_sources(cfg):
-    """(data_dir, training EpisodeSource, held-out EpisodeSource, (train_ids, test_ids)).
-    With --rotations90 the training classes include their rotations; held-out ones do not."""
-    data_dir = resolve_data_dir(cfg.data_dir)
+def class_split(cfg):
+    """(train_ids, test_ids, val_ids): the run's split, with --val-classes of the training
+    classes moved to val_ids (empty without it)."""
     train_ids, test_ids = make_split(cfg.split, cfg.split_seed)
+    val_ids = np.zeros(0, dtype=np.int64)
+    if cfg.val_classes:
+        try:
+            train_ids, val_ids = split_validation(train_ids, cfg.val_classes, cfg.split_seed)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    return train_ids, test_ids, val_ids
+
+
+def load_sources(cfg):
+    """(data_dir, EpisodeSource for training, held-out test and validation (None without
+    --val-classes), (train_ids, test_ids, val_ids)). With --rotations90 the training classes
+    include their rotations; held-out and validation ones do not."""
+    data_dir = resolve_data_dir(cfg.data_dir)
+    train_ids, test_ids, val_ids = class_split(cfg)
     images, augment = omniglot_data(cfg, data_dir)
     train_classes = train_ids
     if cfg.rotations90:   # images holds 4 blocks: the plain classes, then 3 rotations of them
         train_classes = rotated_class_ids(train_ids, images.shape[0] // 4)
+    val = EpisodeSource(images, val_ids, augment) if val_ids.size else None
     return (data_dir, EpisodeSource(images, np.asarray(train_classes), augment),
-            EpisodeSource(images, np.asarray(test_ids), augment), (train_ids, test_ids))
+            EpisodeSource(images, np.asarray(test_ids), augment), val,
+            (train_ids, test_ids, val_ids))
 
 
 def run_record(cfg, mcfg, xp, split_ids, data_dir):
     """The content of config.json for a fresh run."""
-    train_ids, test_ids = split_ids
+    train_ids, test_ids, val_ids = split_ids
+    split = {"name": cfg.split, "seed": cfg.split_seed,
+             "train_ids": [int(i) for i in train_ids], "test_ids": [int(i) for i in test_ids]}
+    if val_ids.size:
+        split["val_ids"] = [int(i) for i in val_ids]
     return {
         "config": cfg.to_dict(),
         "model_config": {**dataclasses.asdict(mcfg), "n_slots": mcfg.n_slots},
         "seed": cfg.seed,
-        "split": {"name": cfg.split, "seed": cfg.split_seed,
-                  "train_ids": [int(i) for i in train_ids], "test_ids": [int(i) for i in test_ids]},
+        "split": split,
         "data_dir": str(data_dir),
         "version": __version__,
         "backend": backend_name(xp),
@@ -152,7 +177,9 @@ def setup(cfg, ckpt):
     """Load data, build params and optimizer or restore them from `ckpt`, write config.json."""
     mcfg = model_config(cfg)
     xp = choose_backend(cfg.backend)
-    data_dir, train, test, split_ids = load_sources(cfg)
+    if cfg.patience and not cfg.val_classes:
+        raise ConfigError("--patience needs --val-classes (the classes that decide when to stop)")
+    data_dir, train, test, val, split_ids = load_sources(cfg)
     run_dir = Path(cfg.out)
     params = init_params(mcfg, cfg.seed, xp, DTYPE)
     opt = make_optimizer(cfg.optimizer, params, lr=cfg.lr)
@@ -174,7 +201,10 @@ def setup(cfg, ckpt):
         start_step = ckpt.step
         print(f"resuming {run_dir} at step {start_step}")
     write_json(run_dir / "config.json", record)
-    return Run(cfg, run_dir, xp, mcfg, params, opt, start_step, train, test)
+    best = None
+    if val is not None:
+        best = BestTracker(run_dir, cfg.samples, resume_step=start_step if ckpt else None)
+    return Run(cfg, run_dir, xp, mcfg, params, opt, start_step, train, test, val, best)
 
 
 # ---------------------------------------------------------------- the loop
@@ -233,20 +263,47 @@ def is_eval_step(cfg, step):
     return step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
 
 
-def evaluate_now(run, step):
+def evaluate_now(run, step, final):
     """Held-out per-instance accuracy (S,) at `step`, printed as a table; None when the number
     of episodes for this point (--eval-episodes, or --final-eval-episodes at the end) is 0."""
-    episodes = run.cfg.final_eval_episodes if step == run.cfg.steps else run.cfg.eval_episodes
+    episodes = run.cfg.final_eval_episodes if final else run.cfg.eval_episodes
     if episodes == 0:
         return None
     acc, loss = evaluate_params(run.params, run.mcfg, run.test, episodes, run.cfg.samples,
                                 run.cfg.eval_seed)
     tqdm.write(format_accuracy_table(acc, episodes, title=f"held-out, step {step}"))
-    if step == run.cfg.steps:   # the same file `python -m flmn_np.evaluate RUN_DIR` writes
+    if final:   # the same file `python -m flmn_np.evaluate RUN_DIR` writes
         write_json(run.dir / "eval_omniglot.json",
                    eval_record(run.dir, run.cfg, "omniglot", episodes, run.cfg.eval_seed, step,
                                backend_name(run.xp), loss, acc))
     return acc
+
+
+def validate_now(run, step):
+    """Score the parameters on the validation classes, keep best.npz up to date. Returns True
+    when --patience evaluation points have passed without a better score (stop early)."""
+    acc, loss = evaluate_params(run.params, run.mcfg, run.val, run.cfg.val_episodes,
+                                run.cfg.samples, run.cfg.eval_seed)
+    improved = run.best.update(step, acc, loss, run.params, run.opt.state_dict(),
+                               run.cfg.to_dict())
+    tqdm.write(format_accuracy_table(acc, run.cfg.val_episodes, title=f"validation, step {step}")
+               + ("   (best so far: best.npz)" if improved else ""))
+    return run.best.exhausted(run.cfg.patience)
+
+
+def evaluate_best(run):
+    """Evaluate best.npz on the test classes like the final checkpoint (eval_omniglot_best.json)."""
+    ckpt = load_checkpoint(run.dir / BEST_NAME)
+    params = {k: asarray(v, run.xp) for k, v in ckpt.params.items()}
+    episodes = run.cfg.final_eval_episodes
+    if episodes == 0:
+        return
+    acc, loss = evaluate_params(params, run.mcfg, run.test, episodes, run.cfg.samples,
+                                run.cfg.eval_seed)
+    print(format_accuracy_table(acc, episodes, title=f"held-out, best.npz (step {ckpt.step})"))
+    write_json(run.dir / "eval_omniglot_best.json",
+               eval_record(run.dir, run.cfg, "omniglot", episodes, run.cfg.eval_seed, ckpt.step,
+                           backend_name(run.xp), loss, acc))
 
 
 def params_finite(params):
@@ -295,24 +352,33 @@ def install_interrupt_flag():
 
 def log_point(run, stats, step, bar, wall_time, stopping):
     """At a logging step: sync the interval's sums, stop on a non-finite loss, update the bar,
-    evaluate (at evaluation points), append the metrics.csv row, and checkpoint (at evaluation
-    points and when stopping)."""
+    evaluate (at evaluation points; validation first, which may end the run early), append the
+    metrics.csv row, and checkpoint (at evaluation points and when stopping).
+    Returns True when the run ends here (last step, or --patience ran out)."""
     cfg = run.cfg
     n_steps, loss, gnorm, acc, seconds = stats.read()
     check_finite(loss, step, run.dir)
     bar.set_postfix(loss=f"{loss:.3f}", acc2=f"{acc[min(1, len(acc) - 1)]:.3f}",
                     eps=f"{n_steps * cfg.batch_size / seconds:.0f}/s")
     evaluating = is_eval_step(cfg, step)
-    test_acc = evaluate_now(run, step) if evaluating else None
+    final = step == cfg.steps
+    if evaluating and run.best is not None:
+        if validate_now(run, step) and not final:
+            tqdm.write(f"no better validation score in {cfg.patience} evaluation points: "
+                       f"stopping early at step {step} (best: step {run.best.best_step})")
+            final = True
+    test_acc = evaluate_now(run, step, final) if evaluating else None
     row = make_row(step, step * cfg.batch_size, loss, gnorm, acc, test_acc, wall_time)
     append_metrics(run.dir / "metrics.csv", row, cfg.samples)
     if evaluating or stopping:
         checkpoint(run, step)
     stats.restart_clock()   # episodes/s counts training only, not evaluation
+    return final
 
 
 def train(run):
-    """The training loop from run.start_step to cfg.steps. Returns the last step taken."""
+    """The training loop from run.start_step to cfg.steps (or an early stop).
+    Returns (last step taken, whether the run finished rather than being interrupted)."""
     cfg = run.cfg
     wall_offset = start_metrics(run.dir / "metrics.csv", cfg.samples,
                                 keep_until_step=run.start_step if run.start_step else None)
@@ -321,7 +387,7 @@ def train(run):
     stop, restore_sigint = install_interrupt_flag()
     bar = tqdm(total=cfg.steps, initial=run.start_step, unit="step", dynamic_ncols=True,
                mininterval=1.0)
-    step = run.start_step
+    step, finished = run.start_step, False
     # NumPy's overflow / invalid-value warnings are silenced: a non-finite loss is caught at
     # the next log point and stops the run with one clear message instead.
     try:
@@ -332,15 +398,16 @@ def train(run):
                 bar.update(1)
                 stopping = stop.is_set()
                 if is_eval_step(cfg, step) or stopping or step % cfg.log_every == 0:
-                    log_point(run, stats, step, bar, time.perf_counter() - started, stopping)
-                if stopping:
+                    finished = log_point(run, stats, step, bar, time.perf_counter() - started,
+                                         stopping)
+                if stopping or finished:
                     break
                 if cfg.stop_after == step:
                     os.kill(os.getpid(), signal.SIGKILL)   # testing hook: a hard crash
     finally:
         bar.close()
         restore_sigint()
-    return step
+    return step, finished
 
 
 # ---------------------------------------------------------------- entry point
@@ -353,14 +420,16 @@ def run_training(argv=None):
               f"to train on")
         return 0
     run = setup(cfg, ckpt)
-    step = train(run)
-    if step < run.cfg.steps:
+    step, finished = train(run)
+    if not finished:
         print(f"interrupted at step {step}; checkpoint saved. Resume with:\n"
               f"  python train.py --out {run.dir} --resume", file=sys.stderr)
         return 130
     plot_runs([run.dir], run.dir / "curves.png")
+    if run.best is not None:
+        evaluate_best(run)
     print(f"done: {step} steps ({step * run.cfg.batch_size} episodes); run in {run.dir} "
-          f"(eval_omniglot.json, curves.png)")
+          f"(eval_omniglot.json, curves.png{', best.npz' if run.best else ''})")
     return 0
 
 

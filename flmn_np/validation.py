@@ -1,0 +1,100 @@
+"""Early stopping on validation classes: choosing a checkpoint without looking at the test classes.
+
+Long runs overfit the training characters: held-out accuracy peaks and then drifts down while the
+training loss keeps falling (results/README.md, "Longer training"). Picking the best checkpoint by
+its test-class accuracy would report a number selected on the test set, so `--val-classes K` holds
+K of the training characters out of training (a seeded choice, recorded in config.json) and
+scores every evaluation point on episodes of those characters instead:
+
+    validation.csv  step, val_loss, val_acc_1..S: one row per evaluation point
+    best.npz        the checkpoint (checkpoint.py format) with the highest validation score
+    best.json       its step and score
+
+The score is the validation 2nd-instance accuracy, the one-shot number the paper's tables lead
+with. `--patience P` ends the run after P evaluation points without a better score. The test
+classes and checkpoint.npz (the latest state, for --resume) are untouched by any of this.
+"""
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import save_checkpoint
+
+BEST_NAME = "best.npz"
+VALIDATION_SEED_TAG = 0x5A1   # keeps the validation draw apart from the split's own permutation
+
+
+def split_validation(train_ids, n_val, seed):
+    """(train_ids without the validation classes, validation class ids), both sorted int64:
+    n_val training classes chosen by a generator seeded from (seed, tag)."""
+    train_ids = np.asarray(train_ids, dtype=np.int64)
+    if not 0 < n_val < train_ids.size:
+        raise ValueError(f"--val-classes {n_val} must be between 1 and {train_ids.size - 1} "
+                         f"(the split has {train_ids.size} training classes)")
+    rng = np.random.default_rng((seed, VALIDATION_SEED_TAG))
+    val = np.sort(rng.choice(train_ids, size=n_val, replace=False))
+    return np.setdiff1d(train_ids, val), val
+
+
+def score(acc):
+    """The selection score of per-instance accuracies (S,): the 2nd instance (1st if S = 1)."""
+    return float(acc[min(1, len(acc) - 1)])
+
+
+def _columns(samples):
+    return ["step", "val_loss"] + [f"val_acc_{k}" for k in range(1, samples + 1)]
+
+
+class BestTracker:
+    """Keeps validation.csv, best.npz and best.json of a run directory up to date."""
+
+    def __init__(self, run_dir, samples, resume_step=None):
+        """A fresh tracker, or (resume_step given) the state of a run resumed at that step:
+        validation.csv rows past it are dropped, as metrics.csv's are."""
+        self.dir, self.samples = Path(run_dir), samples
+        self.csv = self.dir / "validation.csv"
+        rows = []
+        if resume_step is not None and self.csv.is_file():
+            with open(self.csv, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        self._rewrite(rows)
+        self.best_step, self.best_score = None, -np.inf
+        for r in rows:   # the best so far is whatever the kept rows say (best.npz matches it)
+            s = score([float(r[f"val_acc_{k}"]) for k in range(1, samples + 1)])
+            if s > self.best_score:
+                self.best_step, self.best_score = int(r["step"]), s
+        self.since_best = sum(1 for r in rows if int(r["step"]) > (self.best_step or 0))
+
+    def _rewrite(self, rows):
+        fd, tmp = tempfile.mkstemp(prefix=".validation-", suffix=".csv.tmp", dir=self.dir)
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=_columns(self.samples))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.csv)
+
+    def update(self, step, acc, loss, params, opt_state, config):
+        """Record the validation result at `step`; save best.npz when the score improves.
+        Returns True when it did."""
+        row = {"step": step, "val_loss": f"{loss:.6g}"}
+        row.update({f"val_acc_{k}": f"{a:.4f}" for k, a in enumerate(acc, start=1)})
+        with open(self.csv, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=_columns(self.samples)).writerow(row)
+        s = score(acc)
+        if s <= self.best_score:
+            self.since_best += 1
+            return False
+        save_checkpoint(self.dir / BEST_NAME, params, opt_state, step, config)
+        self.best_step, self.best_score, self.since_best = step, s, 0
+        (self.dir / "best.json").write_text(json.dumps(
+            {"step": step, "score": s, "score_name": "validation 2nd-instance accuracy"},
+            indent=2) + "\n")
+        return True
+
+    def exhausted(self, patience):
+        """True when `patience` > 0 evaluation points in a row brought no improvement."""
+        return patience > 0 and self.since_best >= patience
