@@ -3,7 +3,9 @@
     python -m flmn_np.plot RUN_DIR [RUN_DIR ...] --out curves.png
 
 One panel per run: training accuracy at the 1st, 2nd, 3rd, 5th and 10th presentation against
-episodes (solid), with the held-out accuracy at evaluation points (dots, same colour). A last panel
+episodes (solid), with the held-out accuracy at evaluation points (dots, same colour); for a run
+trained with --val-classes also its validation 2nd-instance accuracy (crosses) and the step of
+best.npz (dotted vertical line). A last panel
 overlays the loss curves of all runs (FLMN vs MANN, Figure 5). Runs are labelled from their
 config.json (model, experiment, seed).
 """
@@ -33,8 +35,23 @@ def run_label(run_dir):
     return f"{cfg['model'].upper()}, Experiment {exp}, seed {cfg['seed']}"
 
 
-def plot_accuracy(ax, rows, label):
-    """Per-instance training (lines) and held-out (dots) accuracy against episodes."""
+def plot_validation(ax, run_dir, batch_size):
+    """Validation 2nd-instance accuracy (validation.py) and best.npz's step, if the run has them."""
+    path = Path(run_dir) / "validation.csv"
+    if not path.is_file():
+        return
+    rows = read_metrics(path)
+    ax.plot(column(rows, "step") * batch_size, 100 * column(rows, "val_acc_2"), "x--", color="k",
+            ms=4, lw=0.8, label="2nd, validation")
+    best = Path(run_dir) / "best.json"
+    if best.is_file():
+        step = json.loads(best.read_text())["step"]
+        ax.axvline(step * batch_size, color="k", ls=":", lw=1, label="best.npz")
+
+
+def plot_accuracy(ax, rows, label, run_dir=None):
+    """Per-instance training (lines) and held-out (dots) accuracy against episodes, and the
+    validation curve of runs that have one."""
     episodes = column(rows, "episodes")
     for i, k in enumerate(PLOT_INSTANCES):
         name = f"train_acc_{k}"
@@ -44,6 +61,9 @@ def plot_accuracy(ax, rows, label):
         ax.plot(episodes, 100 * column(rows, name), color=colour, lw=1.2, label=ordinal(k))
         test = 100 * column(rows, f"test_acc_{k}")
         ax.plot(episodes, test, "o", color=colour, ms=3)
+    if run_dir is not None and rows:
+        batch_size = float(rows[0]["episodes"]) / float(rows[0]["step"])
+        plot_validation(ax, run_dir, batch_size)
     ax.set_title(label, fontsize=10)
     ax.set_xlabel("episodes")
     ax.set_ylabel("% correct (lines: training, dots: held-out)")
@@ -71,8 +91,8 @@ def plot_runs(run_dirs, out):
     rows_ = -(-n // cols)
     fig, axes = plt.subplots(rows_, cols, figsize=(5 * cols, 4 * rows_), squeeze=False)
     flat = axes.ravel()
-    for ax, (label, rows) in zip(flat, runs):
-        plot_accuracy(ax, rows, label)
+    for ax, (label, rows), run_dir in zip(flat, runs, run_dirs):
+        plot_accuracy(ax, rows, label, run_dir)
     plot_losses(flat[len(runs)], runs)
     for ax in flat[n:]:
         ax.set_visible(False)

@@ -131,3 +131,21 @@ def test_best_of_a_run_without_validation_is_refused(tmp_path, data_dir, capsys)
     assert train_in_process(tiny_flags(data_dir, out, **{"--steps": 2})) == 0
     assert evaluate_main([str(out), "--best", "--backend", "numpy"]) == 2
     assert "no best.npz" in capsys.readouterr().err
+
+
+def test_plot_shows_the_validation_curve_and_the_best_step(val_run):
+    import matplotlib.pyplot as plt
+
+    from flmn_np.metrics import read_metrics
+    from flmn_np.plot import plot_accuracy
+    fig, ax = plt.subplots()
+    plot_accuracy(ax, read_metrics(val_run / "metrics.csv"), "val", val_run)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    rows = read_validation(val_run)
+    np.testing.assert_allclose(lines["2nd, validation"].get_xdata(),
+                               [2 * int(r["step"]) for r in rows])      # episodes, batch 2
+    np.testing.assert_allclose(lines["2nd, validation"].get_ydata(),
+                               [100 * float(r["val_acc_2"]) for r in rows])
+    best = json.loads((val_run / "best.json").read_text())["step"]
+    assert list(lines["best.npz"].get_xdata()) == [2 * best, 2 * best]
+    plt.close(fig)
