@@ -1,4 +1,5 @@
-"""flmn_np.data: real-data counts and polarity, caching, splits, and DataError on bad files.
+"""flmn_np.data and flmn_np.datafiles: real-data counts and polarity, caching, downloads, splits,
+and DataError on bad files.
 
 Real-data tests read env FLMN_DATA_DIR, default ../shared/data beside the repo, and skip when
 the files are absent. The rest run on small synthetic zips and idx files made in tmp_path.
@@ -16,13 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flmn_np import data
+from flmn_np import data, datafiles
 from flmn_np.data import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DIR = Path(os.environ.get("FLMN_DATA_DIR", REPO.parent / "shared" / "data"))
 HAVE_OMNIGLOT = all((REAL_DIR / "omniglot" / f"{p}.zip").is_file() for p, _, _ in data.OMNIGLOT_PARTS)
-HAVE_MNIST = all((REAL_DIR / "mnist" / f).is_file() for f in data.MNIST_FILES)
+HAVE_MNIST = all((REAL_DIR / "mnist" / f).is_file() for f in datafiles.MNIST_FILES)
 needs_omniglot = pytest.mark.skipif(not HAVE_OMNIGLOT, reason=f"Omniglot zips not in {REAL_DIR} (set FLMN_DATA_DIR)")
 needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST t10k files not in {REAL_DIR} (set FLMN_DATA_DIR)")
 
@@ -76,8 +77,8 @@ def test_cached_load_is_fast_and_not_in_readonly_data_dir(omniglot):
         seconds.append(time.perf_counter() - t0)
     assert min(seconds) < 1.0
     np.testing.assert_array_equal(again.images, omniglot.images)
-    cache = data.cache_dir_for(REAL_DIR)
-    if not data._is_writable(REAL_DIR):
+    cache = datafiles.cache_dir_for(REAL_DIR)
+    if not datafiles._is_writable(REAL_DIR):
         assert REAL_DIR.resolve() not in cache.resolve().parents
     assert list(cache.glob("omniglot_20x20_*.npz"))
 
@@ -254,7 +255,7 @@ def test_failed_cache_write_leaves_no_temp_file(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        data._atomic_write(target, explode)
+        datafiles.atomic_write(target, explode)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -272,12 +273,12 @@ def test_offline_download_fails_fast_with_instructions(tmp_path, monkeypatch):
         calls.append((url, timeout))
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(data, "_urlopen", offline)
+    monkeypatch.setattr(datafiles, "_urlopen", offline)
     t0 = time.perf_counter()
     with pytest.raises(DataError) as err:
         data.load_mini_mnist(tmp_path)
     assert time.perf_counter() - t0 < 2
-    assert len(calls) == 1 and calls[0][1] <= data.DOWNLOAD_TIMEOUT_S     # gives up after one failure
+    assert len(calls) == 1 and calls[0][1] <= datafiles.DOWNLOAD_TIMEOUT_S  # gives up after one failure
     _assert_one_line(err, "mnist/t10k-images-idx3-ubyte.gz", "mnist/t10k-labels-idx1-ubyte.gz", "no network")
 
 
@@ -292,27 +293,27 @@ class _FakeResponse(io.BytesIO):
 @needs_mnist
 def test_download_verifies_and_writes_atomically(tmp_path, monkeypatch):
     real = (REAL_DIR / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()
-    monkeypatch.setattr(data, "_urlopen", lambda url, timeout: _FakeResponse(real))
-    (path,) = data.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
+    monkeypatch.setattr(datafiles, "_urlopen", lambda url, timeout: _FakeResponse(real))
+    (path,) = datafiles.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
     assert path == tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
     assert path.read_bytes() == real
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
 
 def test_download_with_wrong_checksum_is_rejected(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_urlopen", lambda url, timeout: _FakeResponse(b"some html error page"))
+    monkeypatch.setattr(datafiles, "_urlopen", lambda url, timeout: _FakeResponse(b"some html error page"))
     with pytest.raises(DataError) as err:
-        data.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
+        datafiles.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
     _assert_one_line(err, "checksum mismatch", "t10k-labels-idx1-ubyte.gz")
     assert not list(tmp_path.rglob("*.gz")) and not list(tmp_path.rglob("*.tmp"))
 
 
 def test_download_into_readonly_dir_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_urlopen", lambda url, timeout: pytest.fail("should not download"))
+    monkeypatch.setattr(datafiles, "_urlopen", lambda url, timeout: pytest.fail("should not download"))
     os.chmod(tmp_path, 0o555)
     try:
         with pytest.raises(DataError) as err:
-            data.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
+            datafiles.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
     finally:
         os.chmod(tmp_path, 0o755)
     _assert_one_line(err, "read-only")
@@ -395,10 +396,15 @@ def test_background_and_make_split():
 
 def test_resolve_data_dir_precedence(monkeypatch):
     monkeypatch.delenv("FLMN_DATA_DIR", raising=False)
-    assert data.resolve_data_dir(None) == Path("data")
+    assert datafiles.resolve_data_dir(None) == Path("data")
     monkeypatch.setenv("FLMN_DATA_DIR", "/somewhere")
-    assert data.resolve_data_dir(None) == Path("/somewhere")
-    assert data.resolve_data_dir("here") == Path("here")
+    assert datafiles.resolve_data_dir(None) == Path("/somewhere")
+    assert datafiles.resolve_data_dir("here") == Path("here")
+
+
+def test_data_reexports_the_datafiles_names_callers_use():
+    assert data.DataError is datafiles.DataError
+    assert data.resolve_data_dir is datafiles.resolve_data_dir
 
 
 def test_resize_matrix_reproduces_pillow():
