@@ -1,10 +1,12 @@
 """Markdown rows of per-instance accuracy from runs' evaluation JSON files, for results/README.md.
 
-    python -m flmn_np.report RUN_DIR [RUN_DIR ...] [--dataset omniglot|mnist] [--instances 1 2 3 4 5 10]
+    python -m flmn_np.report RUN_DIR [RUN_DIR ...] [--dataset omniglot|mnist] [--best]
+                             [--instances 1 2 3 4 5 10]
 
 One row per run: the run's name, training steps (and episodes), test episodes, then % correct
 at each instance, read from RUN_DIR/eval_<dataset>.json (written by train.py at the end of a run
-and by `python -m flmn_np.evaluate`).
+and by `python -m flmn_np.evaluate`); with --best from eval_<dataset>_best.json, the evaluation of
+the run's best.npz (validation.py).
 """
 import argparse
 import json
@@ -14,28 +16,33 @@ from pathlib import Path
 from .metrics import ordinal
 
 
-def row(run_dir, dataset, instances):
-    path = Path(run_dir) / f"eval_{dataset}.json"
+def row(run_dir, dataset, instances, best=False):
+    suffix = "_best" if best else ""
+    path = Path(run_dir) / f"eval_{dataset}{suffix}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `python -m flmn_np.evaluate {run_dir} --dataset {dataset}`")
+        raise FileNotFoundError(f"{path} does not exist: run `python -m flmn_np.evaluate {run_dir} "
+                                f"--dataset {dataset}{' --best' if best else ''}`")
     result = json.loads(path.read_text())
     batch = json.loads((Path(run_dir) / "config.json").read_text())["config"]["batch_size"]
     step = result["checkpoint_step"]
     cells = [f"{100 * result['accuracy'][str(k)]:.1f}" for k in instances]
-    return f"| {Path(run_dir).name} | {step:,} ({step * batch:,}) | {result['episodes']:,} | " + " | ".join(cells) + " |"
+    name = Path(run_dir).name + (" (best.npz)" if best else "")
+    return f"| {name} | {step:,} ({step * batch:,}) | {result['episodes']:,} | " + " | ".join(cells) + " |"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m flmn_np.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+")
     parser.add_argument("--dataset", choices=["omniglot", "mnist"], default="omniglot")
+    parser.add_argument("--best", action="store_true",
+                        help="the evaluation of best.npz (eval_<dataset>_best.json)")
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 2, 3, 4, 5, 10])
     args = parser.parse_args(argv)
     print("| run | steps (episodes) | test episodes | " + " | ".join(ordinal(k) for k in args.instances) + " |")
     print("|---|---|---|" + "---|" * len(args.instances))
     try:
         for d in args.run_dirs:
-            print(row(d, args.dataset, args.instances))
+            print(row(d, args.dataset, args.instances, args.best))
     except (FileNotFoundError, KeyError) as e:
         print(f"report: error: {e}", file=sys.stderr)
         return 2

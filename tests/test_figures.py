@@ -60,3 +60,19 @@ def test_report_rows_from_evaluation_json(tmp_path, capsys):
     assert lines[0].startswith("| run |") and "10th" in lines[0]
     assert lines[2] == "| flmn-x | 6,250 (100,000) | 1,000 | 5.0 | 10.0 | 15.0 | 20.0 | 25.0 | 50.0 |"
     assert report([str(tmp_path / "none")]) == 2
+
+
+def test_report_best_reads_the_best_checkpoint_evaluation(tmp_path, capsys):
+    import json
+    from flmn_np.report import main as report
+    run = tmp_path / "flmn-v"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"batch_size": 16}}))
+    for name, step, acc in (("eval_omniglot.json", 9000, 0.5), ("eval_omniglot_best.json", 4000, 0.9)):
+        (run / name).write_text(json.dumps(
+            {"checkpoint_step": step, "episodes": 1000, "accuracy": {str(k): acc for k in range(1, 11)}}))
+    assert report([str(run), "--best", "--instances", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[2] == "| flmn-v (best.npz) | 4,000 (64,000) | 1,000 | 90.0 |"
+    (run / "eval_omniglot_best.json").unlink()
+    assert report([str(run), "--best"]) == 2
+    assert "--best" in capsys.readouterr().err
