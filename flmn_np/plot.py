@@ -26,13 +26,15 @@ EXPERIMENT_NAMES = {1: "I", 2: "II"}
 
 
 def run_label(run_dir):
-    """'FLMN, Experiment I, seed 0' from RUN_DIR/config.json; the folder name if there is none."""
+    """'FLMN, Experiment I, seed 0' ('MANN R = 4, ...') from RUN_DIR/config.json; the folder name
+    if there is none."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         return Path(run_dir).name
     cfg = json.loads(path.read_text())["config"]
     exp = EXPERIMENT_NAMES.get(cfg["experiment"], cfg["experiment"])
-    return f"{cfg['model'].upper()}, Experiment {exp}, seed {cfg['seed']}"
+    model = cfg["model"].upper() + (f" R = {cfg['reads']}" if cfg["model"] == "mann" else "")
+    return f"{model}, Experiment {exp}, seed {cfg['seed']}"
 
 
 def plot_validation(ax, run_dir, batch_size):
