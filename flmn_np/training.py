@@ -43,7 +43,8 @@ from .config import (ConfigError, TrainConfig, identity_diff, merge_for_resume, 
                      parse_args, to_json)
 from .data import DataError, make_split, resolve_data_dir
 from .episodes import Prefetcher
-from .evaluate import EpisodeSource, draw_batch, eval_record, evaluate_params, omniglot_data
+from .evaluate import (EpisodeSource, draw_batch, eval_record, evaluate_params, omniglot_data,
+                       params_from_checkpoint)
 from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, make_row,
                       per_instance_counts, start_metrics)
 from .models import init_params, loss_and_grads
@@ -263,20 +264,27 @@ def is_eval_step(cfg, step):
     return step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
 
 
-def evaluate_now(run, step, final):
-    """Held-out per-instance accuracy (S,) at `step`, printed as a table; None when the number
-    of episodes for this point (--eval-episodes, or --final-eval-episodes at the end) is 0."""
-    episodes = run.cfg.final_eval_episodes if final else run.cfg.eval_episodes
-    if episodes == 0:
-        return None
-    acc, loss = evaluate_params(run.params, run.mcfg, run.test, episodes, run.cfg.samples,
+def evaluate_on_test(run, params, step, episodes, title, json_name=None):
+    """Held-out per-instance accuracy (S,) of `params` on `episodes` test episodes, printed as a
+    table and, given json_name, written as the file `python -m flmn_np.evaluate` writes."""
+    acc, loss = evaluate_params(params, run.mcfg, run.test, episodes, run.cfg.samples,
                                 run.cfg.eval_seed)
-    tqdm.write(format_accuracy_table(acc, episodes, title=f"held-out, step {step}"))
-    if final:   # the same file `python -m flmn_np.evaluate RUN_DIR` writes
-        write_json(run.dir / "eval_omniglot.json",
+    tqdm.write(format_accuracy_table(acc, episodes, title=title))
+    if json_name is not None:
+        write_json(run.dir / json_name,
                    eval_record(run.dir, run.cfg, "omniglot", episodes, run.cfg.eval_seed, step,
                                backend_name(run.xp), loss, acc))
     return acc
+
+
+def evaluate_now(run, step, final):
+    """Held-out per-instance accuracy (S,) at `step` (eval_omniglot.json when final); None when
+    the number of episodes for this point (--eval-episodes, or --final-eval-episodes) is 0."""
+    episodes = run.cfg.final_eval_episodes if final else run.cfg.eval_episodes
+    if episodes == 0:
+        return None
+    return evaluate_on_test(run, run.params, step, episodes, f"held-out, step {step}",
+                            "eval_omniglot.json" if final else None)
 
 
 def validate_now(run, step):
@@ -293,17 +301,12 @@ def validate_now(run, step):
 
 def evaluate_best(run):
     """Evaluate best.npz on the test classes like the final checkpoint (eval_omniglot_best.json)."""
-    ckpt = load_checkpoint(run.dir / BEST_NAME)
-    params = {k: asarray(v, run.xp) for k, v in ckpt.params.items()}
-    episodes = run.cfg.final_eval_episodes
-    if episodes == 0:
+    if run.cfg.final_eval_episodes == 0:
         return
-    acc, loss = evaluate_params(params, run.mcfg, run.test, episodes, run.cfg.samples,
-                                run.cfg.eval_seed)
-    print(format_accuracy_table(acc, episodes, title=f"held-out, best.npz (step {ckpt.step})"))
-    write_json(run.dir / "eval_omniglot_best.json",
-               eval_record(run.dir, run.cfg, "omniglot", episodes, run.cfg.eval_seed, ckpt.step,
-                           backend_name(run.xp), loss, acc))
+    ckpt = load_checkpoint(run.dir / BEST_NAME)
+    evaluate_on_test(run, params_from_checkpoint(ckpt, run.mcfg, run.xp), ckpt.step,
+                     run.cfg.final_eval_episodes, f"held-out, best.npz (step {ckpt.step})",
+                     "eval_omniglot_best.json")
 
 
 def params_finite(params):

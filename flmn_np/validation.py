@@ -49,6 +49,12 @@ def _columns(samples):
     return ["step", "val_loss"] + [f"val_acc_{k}" for k in range(1, samples + 1)]
 
 
+def _row_score(row, samples):
+    """The score of a validation.csv row, from its written (rounded) values, so that a resumed
+    run compares scores exactly as the uninterrupted run did."""
+    return score([float(row[f"val_acc_{k}"]) for k in range(1, samples + 1)])
+
+
 class BestTracker:
     """Keeps validation.csv, best.npz and best.json of a run directory up to date."""
 
@@ -64,7 +70,7 @@ class BestTracker:
         self._rewrite(rows)
         self.best_step, self.best_score = None, -np.inf
         for r in rows:   # the best so far is whatever the kept rows say (best.npz matches it)
-            s = score([float(r[f"val_acc_{k}"]) for k in range(1, samples + 1)])
+            s = _row_score(r, samples)
             if s > self.best_score:
                 self.best_step, self.best_score = int(r["step"]), s
         self.since_best = sum(1 for r in rows if int(r["step"]) > (self.best_step or 0))
@@ -84,7 +90,7 @@ class BestTracker:
         row.update({f"val_acc_{k}": f"{a:.4f}" for k, a in enumerate(acc, start=1)})
         with open(self.csv, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=_columns(self.samples)).writerow(row)
-        s = score(acc)
+        s = _row_score(row, self.samples)
         if s <= self.best_score:
             self.since_best += 1
             return False
