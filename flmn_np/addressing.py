@@ -8,37 +8,54 @@ from .backend import array_namespace
 from .ops import softmax_forward, softmax_backward, transpose_matmul
 
 
-def cosine_forward(k, M, eps=1e-8):
-    """K[b,r,i] = k[b,r] . M[b,i] / (|k[b,r]| |M[b,i]|),  |x| = sqrt(x . x + eps)   [FLMN eq 1]
+COSINE_EPS = 1e-8
+COSINE_EPS_PLACEMENTS = ("product", "inside")
 
-    k (B, R, W), M (B, N, W)  ->  K (B, R, N), cache.  The epsilon keeps empty slots safe.
+
+def cosine_forward(k, M, eps_placement="product", eps=COSINE_EPS):
+    """K[b,r,i] = k[b,r] . M[b,i] / D[b,r,i]   [FLMN eq 1], with the epsilon placed by
+    `eps_placement` (docs/derivations.md#cosine-similarity):
+
+        'product':  D = |k| |M| + eps,  |x| = sqrt(x . x)         (the true cosine)
+        'inside':   D = |k| |M|,        |x| = sqrt(x . x + eps)
+
+    k (B, R, W), M (B, N, W)  ->  K (B, R, N), cache.  Either way an empty slot cannot divide by 0;
+    'inside' shrinks the cosine of a slot whose norm is near sqrt(eps) (the 1e-6 fill).
     """
     xp = array_namespace(k, M)
-    k_norm = xp.sqrt(xp.vecdot(k, k) + eps)                            # (B, R)
-    M_norm = xp.sqrt(xp.vecdot(M, M) + eps)                            # (B, N)
+    inside = {"product": 0.0, "inside": eps}[eps_placement]
+    k_norm = xp.sqrt(xp.vecdot(k, k) + inside)                         # (B, R)
+    M_norm = xp.sqrt(xp.vecdot(M, M) + inside)                         # (B, N)
     denom = k_norm[:, :, None] * M_norm[:, None, :]                    # (B, R, N)
+    if eps_placement == "product":
+        denom = denom + eps
     K = xp.matmul(k, M.mT) / denom
     return K, (k, M, K, k_norm, M_norm, denom)
 
 
 def cosine_backward(dK, cache):
-    """With K = k.M / (|k| |M|) and d|x|/dx = x / |x|:
+    """With K = k.M / D, D = |k| |M| (+ eps) and d|x|/dx = x / |x| (either placement):
 
-        dk[r] = sum_i dK[r,i] M[i] / (|k[r]| |M[i]|) - (sum_i dK[r,i] K[r,i]) k[r] / |k[r]|^2
-        dM[i] = sum_r dK[r,i] k[r] / (|k[r]| |M[i]|) - (sum_r dK[r,i] K[r,i]) M[i] / |M[i]|^2
+        dk[r] = sum_i dK[r,i] M[i] / D[r,i] - (sum_i dK[r,i] K[r,i] |M[i]| / D[r,i]) k[r] / |k[r]|
+        dM[i] = sum_r dK[r,i] k[r] / D[r,i] - (sum_r dK[r,i] K[r,i] |k[r]| / D[r,i]) M[i] / |M[i]|
+
+    With 'inside', |k| |M| / D = 1 and the second terms reduce to (sum dK K) k / |k|^2.
+    dK (B, R, N)  ->  dk (B, R, W), dM (B, N, W).
     """
     k, M, K, k_norm, M_norm, denom = cache
     xp = array_namespace(dK)
     dK_scaled = dK / denom                                             # (B, R, N)
-    dKK = dK * K
-    dk = xp.matmul(dK_scaled, M) - (xp.sum(dKK, axis=-1) / (k_norm * k_norm))[:, :, None] * k
-    dM = transpose_matmul(dK_scaled, k) - (xp.sum(dKK, axis=1) / (M_norm * M_norm))[:, :, None] * M
+    dKK = dK_scaled * K                                                # dK K / D
+    dk = (xp.matmul(dK_scaled, M)
+          - (xp.sum(dKK * M_norm[:, None, :], axis=-1) / k_norm)[:, :, None] * k)
+    dM = (transpose_matmul(dK_scaled, k)
+          - (xp.sum(dKK * k_norm[:, :, None], axis=1) / M_norm)[:, :, None] * M)
     return dk, dM
 
 
-def address_forward(k, M):
+def address_forward(k, M, eps_placement="product"):
     """w[b,r,:] = softmax_i(K[b,r,i]) with K the cosine similarity   [FLMN eq 1-2]."""
-    K, cos_cache = cosine_forward(k, M)
+    K, cos_cache = cosine_forward(k, M, eps_placement)
     w, sm_cache = softmax_forward(K)
     return w, (cos_cache, sm_cache)
 

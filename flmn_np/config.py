@@ -23,8 +23,12 @@ from .optim import OPTIMIZERS
 IDENTITY_FIELDS = (
     "model", "experiment", "batch_size", "classes", "samples", "hidden", "slots", "width", "reads",
     "gamma", "mann_add", "optimizer", "lr", "clip", "split", "split_seed", "seed", "rotations90",
-    "val_classes",
+    "val_classes", "cosine_eps",
 )
+
+
+# Values of fields added after runs were recorded without them: such a run was made this way.
+LEGACY_DEFAULTS = {"cosine_eps": "inside"}
 
 
 class ConfigError(ValueError):
@@ -47,6 +51,8 @@ class TrainConfig:
     reads: int = 1
     gamma: float = 0.95
     mann_add: str = "separate"
+    cosine_eps: str = "product"       # the cosine's epsilon: 'product' |k||M| + eps, or 'inside'
+                                      # each norm sqrt(x.x + eps)  (docs/derivations.md)
     optimizer: str = "adam"
     lr: float | None = None           # None: the optimizer's default (adam 1e-3, rmsprop 1e-4)
     clip: float = 10.0                # global-norm clipping of gradients; 0 turns it off
@@ -82,6 +88,7 @@ class TrainConfig:
     def from_dict(cls, d):
         """Inverse of `to_dict`; ignores keys this version does not know."""
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {**LEGACY_DEFAULTS, **d}
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -135,6 +142,9 @@ def build_parser():
     opt("--gamma", f"usage decay (default {d.gamma})", type=float_in(0.0, 1.0))
     opt("--mann-add", f"MANN add vector: separate output or the key (default {d.mann_add})",
         choices=("separate", "key"))
+    opt("--cosine-eps", f"where the cosine's 1e-8 goes: 'product' k.M / (|k||M| + eps), the true "
+        f"cosine, or 'inside' each norm sqrt(x.x + eps) (default {d.cosine_eps})",
+        choices=("product", "inside"))
     opt("--optimizer", f"optimizer (default {d.optimizer})", choices=tuple(OPTIMIZERS))
     opt("--lr", "learning rate (default: adam 1e-3, rmsprop 1e-4)",
         type=float_in(0.0, float("inf"), low_open=True))
@@ -219,7 +229,7 @@ def model_config(cfg):
     try:
         return ModelConfig(model=cfg.model, n_classes=cfg.classes, hidden=cfg.hidden,
                            slots=cfg.slots, width=cfg.width, reads=cfg.reads, gamma=cfg.gamma,
-                           mann_add=cfg.mann_add)
+                           mann_add=cfg.mann_add, cosine_eps=cfg.cosine_eps)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -75,7 +75,7 @@ def memory_step_forward(heads, mem_prev, cfg):
     w_wf, ww_cache = write_weights_forward(g, mem_prev.w_r, mem_prev.w_lu)
     M_f, wf_cache = write_forward(mem_prev.M_f, w_wf, a_f, erase=mem_prev.w_lu[:, 0, :])
     M_l, wl_cache = write_forward(mem_prev.M_l, mem_prev.w_wf, a_l)   # w_wl[t] = w_wf[t-1]
-    w_r, addr_cache = address_forward(k, M_f)
+    w_r, addr_cache = address_forward(k, M_f, cfg.cosine_eps)
     r, read_cache = read_forward(w_r, M_l)                             # (B, 1, W)
 
     w_u = usage_forward(mem_prev.w_u, cfg.gamma, w_wf, w_r)

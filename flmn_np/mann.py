@@ -70,7 +70,7 @@ def memory_step_forward(heads, mem_prev, cfg):
 
     w_w, ww_cache = write_weights_forward(g, mem_prev.w_r, mem_prev.w_lu)
     M, write_cache = write_forward(mem_prev.M, w_w, a, erase=mem_prev.w_lu[:, 0, :])
-    w_r, addr_cache = address_forward(k, M)
+    w_r, addr_cache = address_forward(k, M, cfg.cosine_eps)
     r, read_cache = read_forward(w_r, M)                               # (B, R, W)
 
     w_u = usage_forward(mem_prev.w_u, cfg.gamma, w_r, w_w)

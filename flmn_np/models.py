@@ -17,6 +17,7 @@ from typing import NamedTuple, Any
 import numpy as np
 
 from . import flmn, mann
+from .addressing import COSINE_EPS_PLACEMENTS
 from .backend import array_namespace
 from .lstm import lstm_cell_forward, lstm_cell_backward
 from .ops import (cross_entropy_backward, cross_entropy_forward, flat_matmul, matmul_t,
@@ -38,6 +39,7 @@ class ModelConfig:
     reads: int = 1               # R, MANN's read/write heads (FLMN has one)
     gamma: float = 0.95          # usage decay [FLMN eq 4]
     mann_add: str = "separate"   # MANN add vector: 'separate' head or the 'key' itself
+    cosine_eps: str = "product"  # where the cosine's epsilon goes: 'product' or 'inside'
 
     def __post_init__(self):
         if self.model not in MEMORIES:
@@ -49,6 +51,9 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.model == "flmn" and self.reads != 1:
             raise ValueError("FLMN has a single read head: reads must be 1")
+        if self.cosine_eps not in COSINE_EPS_PLACEMENTS:
+            raise ValueError(f"cosine_eps must be one of {COSINE_EPS_PLACEMENTS}, "
+                             f"got {self.cosine_eps!r}")
         if self.n_slots < self.reads:
             raise ValueError(f"need at least as many slots ({self.n_slots}) as heads ({self.reads})")
         if not 0.0 <= self.gamma <= 1.0:

@@ -13,7 +13,10 @@ from flmn_np.ops import cross_entropy_backward, cross_entropy_forward, previous_
 from flmn_np.optim import Adam, clip_by_global_norm
 
 CONFIGS = {"flmn": dict(model="flmn"), "mann-R1": dict(model="mann", reads=1),
-           "mann-R4": dict(model="mann", reads=4), "mann-R2-key": dict(model="mann", reads=2, mann_add="key")}
+           "mann-R4": dict(model="mann", reads=4), "mann-R2-key": dict(model="mann", reads=2, mann_add="key"),
+           # the cosine's epsilon inside each norm (the default puts it on the product)
+           "flmn-eps-inside": dict(model="flmn", cosine_eps="inside"),
+           "mann-R4-eps-inside": dict(model="mann", reads=4, cosine_eps="inside")}
 
 
 def tiny(name, slots=6):
@@ -129,8 +132,10 @@ def test_grads_have_exactly_the_params_keys():
 
 # --- a plain reference of SPEC.md, one episode at a time, loops over slots ----------------------
 
-def _cos(k, M, eps=1e-8):
-    return np.array([k @ m / (np.sqrt(k @ k + eps) * np.sqrt(m @ m + eps)) for m in M])
+def _cos(k, M, placement, eps=1e-8):
+    if placement == "inside":
+        return np.array([k @ m / (np.sqrt(k @ k + eps) * np.sqrt(m @ m + eps)) for m in M])
+    return np.array([k @ m / (np.sqrt(k @ k) * np.sqrt(m @ m) + eps) for m in M])
 
 
 def _softmax(z):
@@ -168,7 +173,7 @@ def reference_logits(p, x, y, cfg):
             w_wf = gate * w_r + (1 - gate) * w_lu                               # eq 6
             M_f = M_f * (1 - w_lu)[:, None] + np.outer(w_wf, a_f)               # eq 7-8
             M_l = M_l + np.outer(w_wf_prev, a_l)                                # eq 9-10
-            w_r = _softmax(_cos(k, M_f))                                        # eq 1-2
+            w_r = _softmax(_cos(k, M_f, cfg.cosine_eps))                                        # eq 1-2
             r = w_r @ M_l                                                       # eq 3
             w_u = cfg.gamma * w_u + w_wf + w_r                                  # eq 4
             w_lu = np.eye(N)[np.argmin(w_u)]                                    # eq 5
@@ -179,7 +184,7 @@ def reference_logits(p, x, y, cfg):
             gates = sig(hd[-R:])
             w_w = gates[:, None] * w_r + (1 - gates[:, None]) * lu
             M = M * (1 - lu[0])[:, None] + sum(np.outer(w_w[j], adds[j]) for j in range(R))
-            w_r = np.stack([_softmax(_cos(ks[j], M)) for j in range(R)])
+            w_r = np.stack([_softmax(_cos(ks[j], M, cfg.cosine_eps)) for j in range(R)])
             r = (w_r @ M).reshape(-1)
             w_u = cfg.gamma * w_u + w_r.sum(0) + w_w.sum(0)
             lu = np.eye(N)[np.argsort(w_u, kind="stable")[:R]]

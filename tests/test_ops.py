@@ -29,13 +29,14 @@ def test_lstm_cell(backend):
     assert max(errs) < TOL, errs
 
 
+@pytest.mark.parametrize("placement", addressing.COSINE_EPS_PLACEMENTS)
 @pytest.mark.parametrize("R", [1, 3])
-def test_cosine(backend, R):
+def test_cosine(backend, R, placement):
     xp = get_xp(backend)
     M = rand(B, N, W, seed=2)
     # Empty slots (1e-6, where the epsilon dominates the norm) are too curved for h = 1e-6
     # differences in M itself; the episode checks cover them through the parameters.
-    errs = check_op(lambda k, M: (lambda K, c: ((K,), c))(*addressing.cosine_forward(k, M)),
+    errs = check_op(lambda k, M: (lambda K, c: ((K,), c))(*addressing.cosine_forward(k, M, placement)),
                     lambda d, cache: addressing.cosine_backward(d[0], cache),
                     [rand(B, R, W, seed=1), M], [0, 1], xp)
     assert max(errs) < TOL, errs
@@ -49,6 +50,22 @@ def test_cosine_values(backend):
     K = to_numpy(addressing.cosine_forward(asarray(k, xp), asarray(M, xp))[0])
     np.testing.assert_allclose(K[:, 0, :2], [[1, -1]] * B, atol=1e-6)
     assert np.all(np.abs(K) <= 1)
+
+
+def test_cosine_eps_placement_on_the_initial_fill(backend):
+    """A slot holding the 1e-6 fill: 'product' gives its true cosine with the key, 'inside'
+    shrinks it by |M| / sqrt(|M|^2 + 1e-8), about 16x at W = 40."""
+    xp = get_xp(backend)
+    k = rand(B, 1, 40, seed=5)
+    M = np.full((B, 3, 40), 1e-6)
+    true = (k.sum(-1) / (np.linalg.norm(k, axis=-1) * np.sqrt(40)))[:, :, None]   # (B, 1, 1)
+    K_prod = to_numpy(addressing.cosine_forward(asarray(k, xp), asarray(M, xp), "product")[0])
+    K_in = to_numpy(addressing.cosine_forward(asarray(k, xp), asarray(M, xp), "inside")[0])
+    m_norm = 1e-6 * np.sqrt(40)
+    np.testing.assert_allclose(K_prod, np.broadcast_to(true, K_prod.shape), rtol=2e-3)
+    shrink = m_norm / np.sqrt(m_norm ** 2 + 1e-8)
+    np.testing.assert_allclose(K_in, K_prod * shrink, rtol=2e-3)
+    assert 14 < 1 / shrink < 18
 
 
 @pytest.mark.parametrize("R", [1, 2])
