@@ -2,7 +2,7 @@
 with none it trains FLMN, Experiment I, with the paper's settings (see flmn_np/training.py)."""
 import sys
 
-from flmn_np.training import main
+from flmn_np.runs.training import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flmn_np.bench import bench as flmn_np_bench                     # noqa: E402
-from flmn_np.models import ModelConfig, init_params, loss_and_grads  # noqa: E402
+from flmn_np.core.models import ModelConfig, init_params, loss_and_grads  # noqa: E402
 
 
 def flmn_loss(p, x, y, cfg):

@@ -17,9 +17,9 @@ import tracemalloc
 
 import numpy as np
 
-from .backend import BACKENDS, BackendError, asarray, backend_name, get_xp
-from .models import ModelConfig, init_params, loss_and_grads
-from .optim import Adam
+from .core.backend import BACKENDS, BackendError, asarray, backend_name, get_xp
+from .core.models import ModelConfig, init_params, loss_and_grads
+from .core.optim import Adam
 
 
 def _sync(xp):

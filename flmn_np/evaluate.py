@@ -20,16 +20,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .augment import rotate_classes_90
-from .backend import (BACKENDS, BackendError, array_namespace, asarray, backend_name, get_xp,
+from .data.augment import rotate_classes_90
+from .core.backend import (BACKENDS, BackendError, array_namespace, asarray, backend_name, get_xp,
                       to_numpy)
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, check_shapes, load_checkpoint
-from .config import ConfigError, TrainConfig, int_at_least, model_config
-from .data import DataError, load_mini_mnist, load_omniglot, load_omniglot_full, resolve_data_dir
-from .episodes import instance_index, sample_episodes
-from .metrics import accuracy_on_host, format_accuracy_table, per_instance_counts
-from .models import forward, param_shapes
-from .validation import BEST_NAME
+from .runs.checkpoint import CHECKPOINT_NAME, CheckpointError, check_shapes, load_checkpoint
+from .runs.config import ConfigError, TrainConfig, int_at_least, model_config
+from .data.datasets import DataError, load_mini_mnist, load_omniglot, load_omniglot_full, resolve_data_dir
+from .data.episodes import instance_index, sample_episodes
+from .runs.metrics import accuracy_on_host, format_accuracy_table, per_instance_counts
+from .core.models import forward, param_shapes
+from .runs.validation import BEST_NAME
 
 EVAL_BATCH = 50   # episodes per forward pass during evaluation
 

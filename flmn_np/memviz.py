@@ -13,10 +13,10 @@ import sys
 
 import numpy as np
 
-from .backend import BackendError, get_xp, to_numpy, asarray
-from .checkpoint import CheckpointError
-from .models import initial_state, step_forward
-from .ops import previous_label_onehot
+from .core.backend import BackendError, get_xp, to_numpy, asarray
+from .runs.checkpoint import CheckpointError
+from .core.models import initial_state, step_forward
+from .core.ops import previous_label_onehot
 
 
 def trace_episode(params, x, y, cfg):
@@ -57,8 +57,8 @@ def same_class_lift(reads, writes, y):
 
 def load_trace(run_dir, data_dir, seed, backend="numpy"):
     """Load a run, draw one test episode of its split (seed `seed`) and trace it."""
-    from .config import model_config
-    from .data import resolve_data_dir
+    from .runs.config import model_config
+    from .data.datasets import resolve_data_dir
     from .evaluate import EpisodeSource, draw_batch, load_run, omniglot_data, params_from_checkpoint
     record, cfg, ckpt = load_run(run_dir)
     mcfg = model_config(cfg)
@@ -112,7 +112,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="which test episode")
     parser.add_argument("--data-dir", type=str, default=None)
     args = parser.parse_args(argv)
-    from .data import DataError
+    from .data.datasets import DataError
     try:
         traces = [load_trace(d, args.data_dir, args.seed) for d in args.run_dirs]
     except (CheckpointError, DataError, BackendError, ValueError) as e:

@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 
-from .metrics import column, ordinal, read_metrics  # noqa: E402
+from .runs.metrics import column, ordinal, read_metrics  # noqa: E402
 
 PLOT_INSTANCES = (1, 2, 3, 5, 10)
 EXPERIMENT_NAMES = {1: "I", 2: "II"}

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .metrics import ordinal
+from .runs.metrics import ordinal
 
 
 def row(run_dir, dataset, instances, best=False):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from flmn_np.backend import cupy_status
+from flmn_np.core.backend import cupy_status
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"   # the checkout sits beside shared/

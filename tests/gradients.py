@@ -1,7 +1,7 @@
 """Centred finite differences for the op tests (float64, h = 1e-6, L = sum(out * dout))."""
 import numpy as np
 
-from flmn_np.backend import asarray, to_numpy
+from flmn_np.core.backend import asarray, to_numpy
 from flmn_np.gradcheck import rel_error
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from flmn_np.backend import cupy_status
+from flmn_np.core.backend import cupy_status
 from flmn_np.bench import main
 
 FIELDS = {"ms_per_step", "episodes_per_s", "gemm_floor_ms", "floor_ratio", "peak_mem_mb",

@@ -9,7 +9,7 @@ import pytest
 compat_numpy = pytest.importorskip("array_api_compat.numpy")
 
 from flmn_np.gradcheck import TINY, tiny_episode  # noqa: E402
-from flmn_np.models import ModelConfig, loss_and_grads  # noqa: E402
+from flmn_np.core.models import ModelConfig, loss_and_grads  # noqa: E402
 
 MODULES = ["ops", "lstm", "addressing", "memory", "flmn", "mann", "models", "optim"]
 
@@ -17,7 +17,7 @@ MODULES = ["ops", "lstm", "addressing", "memory", "flmn", "mann", "models", "opt
 @pytest.mark.parametrize("model,R", [("flmn", 1), ("mann", 1), ("mann", 4)])
 def test_engine_through_array_api_compat(monkeypatch, model, R):
     for name in MODULES:
-        module = importlib.import_module(f"flmn_np.{name}")
+        module = importlib.import_module(f"flmn_np.core.{name}")
         if hasattr(module, "array_namespace"):
             monkeypatch.setattr(module, "array_namespace", lambda *arrays: compat_numpy)
     cfg = ModelConfig(model=model, reads=R, slots=6, **TINY)

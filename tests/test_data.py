@@ -1,4 +1,4 @@
-"""flmn_np.data and flmn_np.datafiles: real-data counts and polarity, caching, downloads, splits,
+"""flmn_np.data.datasets and flmn_np.data.files: real-data counts and polarity, caching, downloads, splits,
 and DataError on bad files.
 
 Real-data tests read env FLMN_DATA_DIR, default ../shared/data beside the repo, and skip when
@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flmn_np import data, datafiles
-from flmn_np.data import DataError
+from flmn_np.data import datasets
+from flmn_np.data import files
+from flmn_np.data.datasets import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DIR = Path(os.environ.get("FLMN_DATA_DIR", REPO.parent / "shared" / "data"))
-HAVE_OMNIGLOT = all((REAL_DIR / "omniglot" / f"{p}.zip").is_file() for p, _, _ in data.OMNIGLOT_PARTS)
-HAVE_MNIST = all((REAL_DIR / "mnist" / f).is_file() for f in datafiles.MNIST_FILES)
+HAVE_OMNIGLOT = all((REAL_DIR / "omniglot" / f"{p}.zip").is_file() for p, _, _ in datasets.OMNIGLOT_PARTS)
+HAVE_MNIST = all((REAL_DIR / "mnist" / f).is_file() for f in files.MNIST_FILES)
 needs_omniglot = pytest.mark.skipif(not HAVE_OMNIGLOT, reason=f"Omniglot zips not in {REAL_DIR} (set FLMN_DATA_DIR)")
 needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST t10k files not in {REAL_DIR} (set FLMN_DATA_DIR)")
 
@@ -33,7 +34,7 @@ def omniglot():
     """The real Omniglot, loaded once per session (the first run builds the cache)."""
     if not HAVE_OMNIGLOT:
         pytest.skip(f"Omniglot zips not in {REAL_DIR}")
-    return data.load_omniglot(REAL_DIR, download=False)
+    return datasets.load_omniglot(REAL_DIR, download=False)
 
 
 # ----------------------------------------------------------------------------- real data
@@ -73,37 +74,37 @@ def test_cached_load_is_fast_and_not_in_readonly_data_dir(omniglot):
     seconds = []
     for _ in range(2):                     # the best of two, so that a busy CI box does not flake
         t0 = time.perf_counter()
-        again = data.load_omniglot(REAL_DIR, download=False)
+        again = datasets.load_omniglot(REAL_DIR, download=False)
         seconds.append(time.perf_counter() - t0)
     assert min(seconds) < 1.0
     np.testing.assert_array_equal(again.images, omniglot.images)
-    cache = datafiles.cache_dir_for(REAL_DIR)
-    if not datafiles._is_writable(REAL_DIR):
+    cache = files.cache_dir_for(REAL_DIR)
+    if not files._is_writable(REAL_DIR):
         assert REAL_DIR.resolve() not in cache.resolve().parents
     assert list(cache.glob("omniglot_20x20_*.npz"))
 
 
 @needs_omniglot
 def test_full_resolution_images_downscale_to_the_plain_ones(omniglot):
-    full = data.load_omniglot_full(REAL_DIR, download=False)
+    full = datasets.load_omniglot_full(REAL_DIR, download=False)
     assert full.shape == (1623, 20, 105, 105) and full.dtype == bool
     assert 0.02 < full.mean() < 0.2
     for c, d in [(0, 0), (964, 19), (1622, 5)]:
-        np.testing.assert_allclose(data.downscale(full[c, d]), omniglot.images[c, d], atol=1e-6)
+        np.testing.assert_allclose(datasets.downscale(full[c, d]), omniglot.images[c, d], atol=1e-6)
 
 
 @needs_mnist
 def test_mini_mnist_shape_range_polarity_and_seed():
-    m = data.load_mini_mnist(REAL_DIR, download=False)
+    m = datasets.load_mini_mnist(REAL_DIR, download=False)
     assert m.shape == (10, 20, 400) and m.dtype == np.float32
     assert m.min() >= 0 and m.max() <= 1 and 0.05 < m.mean() < 0.3
-    np.testing.assert_array_equal(m, data.load_mini_mnist(REAL_DIR, seed=0, download=False))
-    assert not np.array_equal(m, data.load_mini_mnist(REAL_DIR, seed=1, download=False))
+    np.testing.assert_array_equal(m, datasets.load_mini_mnist(REAL_DIR, seed=0, download=False))
+    assert not np.array_equal(m, datasets.load_mini_mnist(REAL_DIR, seed=1, download=False))
 
 
 @needs_mnist
 def test_mnist_test_set_counts():
-    images, labels = data.load_mnist_test(REAL_DIR, download=False)
+    images, labels = datasets.load_mnist_test(REAL_DIR, download=False)
     assert images.shape == (10000, 28, 28)
     assert np.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
@@ -111,7 +112,7 @@ def test_mnist_test_set_counts():
 @needs_omniglot
 @needs_mnist
 def test_check_command_verifies_real_files(capsys):
-    assert data.main(["check", "--data-dir", str(REAL_DIR)]) == 0
+    assert datasets.main(["check", "--data-dir", str(REAL_DIR)]) == 0
     out = capsys.readouterr().out
     assert "964 characters, 19280 images" in out and "659 characters, 13180 images" in out
 
@@ -144,7 +145,7 @@ def _write_zip(path, stem, ids, drawers=range(1, 21), corrupt=None):
 @pytest.fixture
 def fake_omniglot(tmp_path, monkeypatch):
     """A data dir with two tiny Omniglot zips (3 + 2 characters x 20 drawers)."""
-    monkeypatch.setattr(data, "OMNIGLOT_PARTS", SMALL_PARTS)
+    monkeypatch.setattr(datasets, "OMNIGLOT_PARTS", SMALL_PARTS)
     monkeypatch.setenv("FLMN_CACHE_DIR", str(tmp_path / "user_cache"))
     root = tmp_path / "data"
     for stem, first, last in SMALL_PARTS:
@@ -153,11 +154,11 @@ def fake_omniglot(tmp_path, monkeypatch):
 
 
 def test_fake_omniglot_loads_with_ids_drawers_and_polarity(fake_omniglot):
-    og = data.load_omniglot(fake_omniglot)
+    og = datasets.load_omniglot(fake_omniglot)
     assert og.images.shape == (5, 20, 400) and og.n_background == 3
     assert og.names == ["Alpha1/character01", "Alpha0/character02", "Alpha1/character03",
                         "Alpha0/character04", "Alpha1/character05"]
-    full = data.load_omniglot_full(fake_omniglot)
+    full = datasets.load_omniglot_full(fake_omniglot)
     assert full.shape == (5, 20, 105, 105)
     for c, d in [(0, 0), (4, 19), (2, 7)]:
         assert set(np.flatnonzero(full[c, d].any(axis=1))) == {11 + c, 61 + d}   # class c = id c+1
@@ -167,11 +168,11 @@ def test_fake_omniglot_loads_with_ids_drawers_and_polarity(fake_omniglot):
 
 
 def test_cache_written_in_writable_data_dir_and_reused(fake_omniglot, monkeypatch):
-    first = data.load_omniglot(fake_omniglot)
+    first = datasets.load_omniglot(fake_omniglot)
     assert len(list((fake_omniglot / ".cache").glob("*.npz"))) == 2
-    monkeypatch.setattr(data, "decode_omniglot_zip", lambda *a: pytest.fail("cache not used"))
-    np.testing.assert_array_equal(data.load_omniglot(fake_omniglot).images, first.images)
-    assert data.load_omniglot_full(fake_omniglot).shape == (5, 20, 105, 105)
+    monkeypatch.setattr(datasets, "decode_omniglot_zip", lambda *a: pytest.fail("cache not used"))
+    np.testing.assert_array_equal(datasets.load_omniglot(fake_omniglot).images, first.images)
+    assert datasets.load_omniglot_full(fake_omniglot).shape == (5, 20, 105, 105)
 
 
 def test_cache_goes_to_fallback_when_data_dir_readonly(fake_omniglot, tmp_path, monkeypatch):
@@ -179,7 +180,7 @@ def test_cache_goes_to_fallback_when_data_dir_readonly(fake_omniglot, tmp_path, 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     os.chmod(fake_omniglot, 0o555)
     try:
-        data.load_omniglot(fake_omniglot)
+        datasets.load_omniglot(fake_omniglot)
         assert not (fake_omniglot / ".cache").exists()
         assert len(list((tmp_path / "xdg" / "flmn_np").glob("omniglot_*.npz"))) == 2
     finally:
@@ -187,23 +188,23 @@ def test_cache_goes_to_fallback_when_data_dir_readonly(fake_omniglot, tmp_path, 
 
 
 def test_cache_dir_argument_wins(fake_omniglot, tmp_path):
-    data.load_omniglot(fake_omniglot, cache_dir=tmp_path / "mine")
+    datasets.load_omniglot(fake_omniglot, cache_dir=tmp_path / "mine")
     assert len(list((tmp_path / "mine").glob("*.npz"))) == 2
 
 
 def test_damaged_cache_is_rebuilt(fake_omniglot):
-    first = data.load_omniglot(fake_omniglot)
+    first = datasets.load_omniglot(fake_omniglot)
     for f in (fake_omniglot / ".cache").glob("*.npz"):
         f.write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="rebuilding"):
-        again = data.load_omniglot(fake_omniglot)
+        again = datasets.load_omniglot(fake_omniglot)
     np.testing.assert_array_equal(again.images, first.images)
 
 
 def test_changed_zip_gets_a_new_cache_key(fake_omniglot):
-    data.load_omniglot(fake_omniglot)
+    datasets.load_omniglot(fake_omniglot)
     _write_zip(fake_omniglot / "omniglot" / "images_evaluation.zip", "images_evaluation", [5, 4])
-    data.load_omniglot(fake_omniglot)
+    datasets.load_omniglot(fake_omniglot)
     assert len(list((fake_omniglot / ".cache").glob("omniglot_20x20_*.npz"))) == 2
 
 
@@ -218,14 +219,14 @@ def test_truncated_zip_raises_dataerror_naming_file(fake_omniglot):
     path = fake_omniglot / "omniglot" / "images_background.zip"
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(DataError) as err:
-        data.load_omniglot(fake_omniglot)
+        datasets.load_omniglot(fake_omniglot)
     _assert_one_line(err, "images_background.zip", "truncated or corrupt")
 
 
 def test_wrong_character_count_raises_dataerror(fake_omniglot):
     _write_zip(fake_omniglot / "omniglot" / "images_evaluation.zip", "images_evaluation", [4])
     with pytest.raises(DataError) as err:
-        data.load_omniglot(fake_omniglot)
+        datasets.load_omniglot(fake_omniglot)
     _assert_one_line(err, "images_evaluation.zip", "has 1 characters, expected 2")
 
 
@@ -233,7 +234,7 @@ def test_missing_drawer_raises_dataerror(fake_omniglot):
     _write_zip(fake_omniglot / "omniglot" / "images_background.zip", "images_background",
                [1, 2, 3], drawers=range(1, 20))
     with pytest.raises(DataError) as err:
-        data.load_omniglot(fake_omniglot)
+        datasets.load_omniglot(fake_omniglot)
     _assert_one_line(err, "images_background.zip", "drawers")
 
 
@@ -241,7 +242,7 @@ def test_corrupt_png_raises_and_leaves_no_partial_cache(fake_omniglot):
     _write_zip(fake_omniglot / "omniglot" / "images_evaluation.zip", "images_evaluation", [4, 5],
                corrupt="0005_13.png")
     with pytest.raises(DataError) as err:
-        data.load_omniglot(fake_omniglot)
+        datasets.load_omniglot(fake_omniglot)
     _assert_one_line(err, "0005_13.png", "images_evaluation.zip")
     cache = fake_omniglot / ".cache"
     assert not cache.exists() or list(cache.iterdir()) == []
@@ -255,13 +256,13 @@ def test_failed_cache_write_leaves_no_temp_file(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        datafiles.atomic_write(target, explode)
+        files.atomic_write(target, explode)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_files_without_download(tmp_path):
     with pytest.raises(DataError) as err:
-        data.load_omniglot(tmp_path, download=False)
+        datasets.load_omniglot(tmp_path, download=False)
     _assert_one_line(err, "omniglot/images_background.zip", "omniglot/images_evaluation.zip",
                      str(tmp_path), "download=False")
 
@@ -273,12 +274,12 @@ def test_offline_download_fails_fast_with_instructions(tmp_path, monkeypatch):
         calls.append((url, timeout))
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(datafiles, "_urlopen", offline)
+    monkeypatch.setattr(files, "_urlopen", offline)
     t0 = time.perf_counter()
     with pytest.raises(DataError) as err:
-        data.load_mini_mnist(tmp_path)
+        datasets.load_mini_mnist(tmp_path)
     assert time.perf_counter() - t0 < 2
-    assert len(calls) == 1 and calls[0][1] <= datafiles.DOWNLOAD_TIMEOUT_S  # gives up after one failure
+    assert len(calls) == 1 and calls[0][1] <= files.DOWNLOAD_TIMEOUT_S  # gives up after one failure
     _assert_one_line(err, "mnist/t10k-images-idx3-ubyte.gz", "mnist/t10k-labels-idx1-ubyte.gz", "no network")
 
 
@@ -293,27 +294,27 @@ class _FakeResponse(io.BytesIO):
 @needs_mnist
 def test_download_verifies_and_writes_atomically(tmp_path, monkeypatch):
     real = (REAL_DIR / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()
-    monkeypatch.setattr(datafiles, "_urlopen", lambda url, timeout: _FakeResponse(real))
-    (path,) = datafiles.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
+    monkeypatch.setattr(files, "_urlopen", lambda url, timeout: _FakeResponse(real))
+    (path,) = files.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
     assert path == tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
     assert path.read_bytes() == real
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
 
 def test_download_with_wrong_checksum_is_rejected(tmp_path, monkeypatch):
-    monkeypatch.setattr(datafiles, "_urlopen", lambda url, timeout: _FakeResponse(b"some html error page"))
+    monkeypatch.setattr(files, "_urlopen", lambda url, timeout: _FakeResponse(b"some html error page"))
     with pytest.raises(DataError) as err:
-        datafiles.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
+        files.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
     _assert_one_line(err, "checksum mismatch", "t10k-labels-idx1-ubyte.gz")
     assert not list(tmp_path.rglob("*.gz")) and not list(tmp_path.rglob("*.tmp"))
 
 
 def test_download_into_readonly_dir_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(datafiles, "_urlopen", lambda url, timeout: pytest.fail("should not download"))
+    monkeypatch.setattr(files, "_urlopen", lambda url, timeout: pytest.fail("should not download"))
     os.chmod(tmp_path, 0o555)
     try:
         with pytest.raises(DataError) as err:
-            datafiles.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
+            files.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
     finally:
         os.chmod(tmp_path, 0o755)
     _assert_one_line(err, "read-only")
@@ -340,19 +341,19 @@ def fake_mnist(tmp_path):
 
 
 def test_fake_mini_mnist(fake_mnist):
-    m = data.load_mini_mnist(fake_mnist, per_digit=2, seed=0, download=False)
+    m = datasets.load_mini_mnist(fake_mnist, per_digit=2, seed=0, download=False)
     assert m.shape == (10, 2, 400) and m.dtype == np.float32
     rows = m.reshape(10, 2, 20, 20).mean(axis=(1, 3)).argmax(axis=1)       # the bar's row per digit
     assert (np.diff(rows) > 0).all()                                      # digit d in row d
     with pytest.raises(DataError, match="need 4"):
-        data.load_mini_mnist(fake_mnist, per_digit=4, download=False)
+        datasets.load_mini_mnist(fake_mnist, per_digit=4, download=False)
 
 
 def test_truncated_idx_raises(fake_mnist):
     path = fake_mnist / "mnist" / "t10k-images-idx3-ubyte.gz"
     _write_idx(path, 2051, (30, 28, 28), bytes(100))
     with pytest.raises(DataError) as err:
-        data.load_mini_mnist(fake_mnist, per_digit=2, download=False)
+        datasets.load_mini_mnist(fake_mnist, per_digit=2, download=False)
     _assert_one_line(err, "t10k-images-idx3-ubyte.gz", "truncated")
 
 
@@ -360,67 +361,67 @@ def test_bad_magic_and_not_gzip_and_cut_gzip_raise(fake_mnist):
     path = fake_mnist / "mnist" / "t10k-labels-idx1-ubyte.gz"
     _write_idx(path, 1234, (30,), bytes(30))
     with pytest.raises(DataError, match="magic number 1234"):
-        data.read_idx(path)
+        datasets.read_idx(path)
     _write_idx(path, 2049, (30,), bytes(30), compress=False)
     with pytest.raises(DataError, match="not a readable gzip"):
-        data.read_idx(path)
+        datasets.read_idx(path)
     _write_idx(path, 2049, (30,), bytes(30))
     path.write_bytes(path.read_bytes()[:-12])
     with pytest.raises(DataError) as err:
-        data.read_idx(path)
+        datasets.read_idx(path)
     _assert_one_line(err, str(path))
 
 
 # ----------------------------------------------------------------------------- splits, paths, resize
 
 def test_paper_split_disjoint_covering_reproducible():
-    train, test = data.paper_split(seed=3)
+    train, test = datasets.paper_split(seed=3)
     assert train.size == 1209 and test.size == 414
     assert train.dtype == np.int64 and test.dtype == np.int64
     assert (np.diff(train) > 0).all() and (np.diff(test) > 0).all()
     assert np.intersect1d(train, test).size == 0
     np.testing.assert_array_equal(np.union1d(train, test), np.arange(1623))
-    again = data.paper_split(seed=3)
+    again = datasets.paper_split(seed=3)
     np.testing.assert_array_equal(again[0], train)
-    assert not np.array_equal(data.paper_split(seed=4)[0], train)
+    assert not np.array_equal(datasets.paper_split(seed=4)[0], train)
 
 
 def test_background_and_make_split():
-    train, test = data.make_split("background", seed=0)
+    train, test = datasets.make_split("background", seed=0)
     np.testing.assert_array_equal(train, np.arange(964))
     np.testing.assert_array_equal(test, np.arange(964, 1623))
-    np.testing.assert_array_equal(data.make_split("paper", 7)[1], data.paper_split(7)[1])
+    np.testing.assert_array_equal(datasets.make_split("paper", 7)[1], datasets.paper_split(7)[1])
     with pytest.raises(ValueError, match="unknown split"):
-        data.make_split("random", 0)
+        datasets.make_split("random", 0)
 
 
 def test_resolve_data_dir_precedence(monkeypatch):
     monkeypatch.delenv("FLMN_DATA_DIR", raising=False)
-    assert datafiles.resolve_data_dir(None) == Path("data")
+    assert files.resolve_data_dir(None) == Path("data")
     monkeypatch.setenv("FLMN_DATA_DIR", "/somewhere")
-    assert datafiles.resolve_data_dir(None) == Path("/somewhere")
-    assert datafiles.resolve_data_dir("here") == Path("here")
+    assert files.resolve_data_dir(None) == Path("/somewhere")
+    assert files.resolve_data_dir("here") == Path("here")
 
 
 def test_data_reexports_the_datafiles_names_callers_use():
-    assert data.DataError is datafiles.DataError
-    assert data.resolve_data_dir is datafiles.resolve_data_dir
+    assert datasets.DataError is files.DataError
+    assert datasets.resolve_data_dir is files.resolve_data_dir
 
 
 def test_resize_matrix_reproduces_pillow():
     img = (np.random.default_rng(0).random((105, 105)) < 0.1).astype(np.float32)
     pil = np.asarray(Image.fromarray(img, mode="F").resize((20, 20), Image.Resampling.LANCZOS))
-    A = data.resize_matrix(105, 20)
+    A = datasets.resize_matrix(105, 20)
     np.testing.assert_allclose(A @ img @ A.T, pil, atol=1e-6)
     np.testing.assert_allclose(A.sum(axis=1), 1.0, atol=1e-6)
-    small = data.downscale(np.stack([img, img]))
+    small = datasets.downscale(np.stack([img, img]))
     assert small.shape == (2, 400) and small.min() >= 0 and small.max() <= 1
 
 
 # ----------------------------------------------------------------------------- CLI
 
 def test_check_reports_missing_files(tmp_path, capsys):
-    assert data.main(["check", "--data-dir", str(tmp_path)]) == 1
+    assert datasets.main(["check", "--data-dir", str(tmp_path)]) == 1
     assert "missing" in capsys.readouterr().out
 
 
@@ -429,12 +430,12 @@ def test_show_writes_a_png(fake_omniglot, tmp_path, augment):
     out = tmp_path / "episode.png"
     args = ["show", "--out", str(out), "--data-dir", str(fake_omniglot), "--classes", "3",
             "--samples", "2", "--no-download"] + (["--augment"] if augment else [])
-    assert data.main(args) == 0
+    assert datasets.main(args) == 0
     assert Image.open(out).size[0] > 100
 
 
 def test_show_rejects_bad_flags(capsys):
     with pytest.raises(SystemExit):
-        data.main(["show", "--out", "x.png", "--dataset", "cifar"])
+        datasets.main(["show", "--out", "x.png", "--dataset", "cifar"])
     with pytest.raises(SystemExit):
-        data.main(["show", "--out", "x.png", "--dataset", "mnist", "--augment"])
+        datasets.main(["show", "--out", "x.png", "--dataset", "mnist", "--augment"])

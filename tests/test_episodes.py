@@ -1,11 +1,11 @@
-"""flmn_np.episodes: episode structure, label input, instance index, seeding, and the Prefetcher."""
+"""flmn_np.data.episodes: episode structure, label input, instance index, seeding, and the Prefetcher."""
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from flmn_np.episodes import Prefetcher, instance_index, sample_episodes
+from flmn_np.data.episodes import Prefetcher, instance_index, sample_episodes
 
 N_CLASSES, N_DRAWERS = 30, 20
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from flmn_np.memviz import main, same_class_lift, trace_episode
-from flmn_np.models import ModelConfig, init_params
+from flmn_np.core.models import ModelConfig, init_params
 from test_train import tiny_flags, train_in_process
 
 

@@ -2,10 +2,12 @@
 import numpy as np
 import pytest
 
-from flmn_np import kernels, lstm, memory
-from flmn_np.backend import cupy_status, get_xp, to_numpy
+from flmn_np.core import kernels
+from flmn_np.core import lstm
+from flmn_np.core import memory
+from flmn_np.core.backend import cupy_status, get_xp, to_numpy
 from flmn_np.gradcheck import TINY, tiny_episode
-from flmn_np.models import ModelConfig, loss_and_grads
+from flmn_np.core.models import ModelConfig, loss_and_grads
 
 usable, reason = cupy_status()
 pytestmark = pytest.mark.skipif(not usable, reason=reason)

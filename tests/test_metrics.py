@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from flmn_np.backend import asarray, get_xp, to_numpy
-from flmn_np.metrics import (accuracy_on_host, append_metrics, column, csv_columns,
+from flmn_np.core.backend import asarray, get_xp, to_numpy
+from flmn_np.runs.metrics import (accuracy_on_host, append_metrics, column, csv_columns,
                              format_accuracy_table, make_row, ordinal, per_instance_accuracy,
                              per_instance_counts, read_metrics, start_metrics)
 
@@ -50,7 +50,7 @@ def test_unseen_instance_is_nan():
 
 
 def test_default_instance_index_comes_from_episodes():
-    pytest.importorskip("flmn_np.episodes")
+    pytest.importorskip("flmn_np.data.episodes")
     np.testing.assert_allclose(per_instance_accuracy(PREDS, Y, 3), EXPECTED)
 
 

@@ -5,12 +5,12 @@ equations, and a short learning run."""
 import numpy as np
 import pytest
 
-from flmn_np.backend import asarray, get_xp, to_numpy
+from flmn_np.core.backend import asarray, get_xp, to_numpy
 from flmn_np.gradcheck import TINY, check_directions, check_episode, tiny_episode
-from flmn_np.models import (ModelConfig, forward, init_params, initial_state,
+from flmn_np.core.models import (ModelConfig, forward, init_params, initial_state,
                             loss_and_grads, step_backward, step_forward, zero_dstate)
-from flmn_np.ops import cross_entropy_backward, cross_entropy_forward, previous_label_onehot
-from flmn_np.optim import Adam, clip_by_global_norm
+from flmn_np.core.ops import cross_entropy_backward, cross_entropy_forward, previous_label_onehot
+from flmn_np.core.optim import Adam, clip_by_global_norm
 
 CONFIGS = {"flmn": dict(model="flmn"), "mann-R1": dict(model="mann", reads=1),
            "mann-R4": dict(model="mann", reads=4), "mann-R2-key": dict(model="mann", reads=2, mann_add="key"),

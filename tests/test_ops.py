@@ -2,9 +2,12 @@
 import numpy as np
 import pytest
 
-from flmn_np import addressing, lstm, memory, ops
-from flmn_np.backend import asarray, get_xp, to_numpy
-from flmn_np.models import ModelConfig
+from flmn_np.core import addressing
+from flmn_np.core import lstm
+from flmn_np.core import memory
+from flmn_np.core import ops
+from flmn_np.core.backend import asarray, get_xp, to_numpy
+from flmn_np.core.models import ModelConfig
 from gradients import check_op
 
 TOL = 1e-7

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from flmn_np.backend import asarray, get_xp, to_numpy
-from flmn_np.optim import Adam, RMSProp, clip_by_global_norm, global_norm, make_optimizer
+from flmn_np.core.backend import asarray, get_xp, to_numpy
+from flmn_np.core.optim import Adam, RMSProp, clip_by_global_norm, global_norm, make_optimizer
 
 
 def _grads(step):

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flmn_np.backend import cupy_status
-from flmn_np.checkpoint import load_checkpoint
-from flmn_np.config import ConfigError, TrainConfig, build_parser, merge_for_resume, parse_args
-from flmn_np.metrics import column, csv_columns, read_metrics
+from flmn_np.core.backend import cupy_status
+from flmn_np.runs.checkpoint import load_checkpoint
+from flmn_np.runs.config import ConfigError, TrainConfig, build_parser, merge_for_resume, parse_args
+from flmn_np.runs.metrics import column, csv_columns, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 6
@@ -33,7 +33,7 @@ def tiny_flags(data_dir, out, **over):
 
 
 def train_in_process(argv):
-    from flmn_np.training import main
+    from flmn_np.runs.training import main
     return main(argv)
 
 
@@ -128,8 +128,8 @@ def test_metrics_csv_rows(tiny_run):
 
 
 def test_checkpoint_contents(tiny_run):
-    from flmn_np.models import param_shapes
-    from flmn_np.config import model_config
+    from flmn_np.core.models import param_shapes
+    from flmn_np.runs.config import model_config
     with np.load(tiny_run / "checkpoint.npz", allow_pickle=False) as z:
         files = set(z.files)
         assert int(z["step"]) == STEPS
@@ -269,7 +269,7 @@ def test_checkpoint_of_another_shape_is_refused(tiny_run, tmp_path):
 
 
 def test_missing_data_is_refused(tmp_path):
-    read_only = tmp_path / "read-only"        # so that data.py does not try to download
+    read_only = tmp_path / "read-only"        # so that datasets.py does not try to download
     read_only.mkdir(mode=0o555)
     proc = run_cli(["train.py", "--out", str(tmp_path / "r"), "--data-dir", str(read_only / "none"),
                     "--backend", "numpy"])

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from test_train import params_of, run_cli, tiny_flags, train_in_process, assert_clean_error
 
-from flmn_np.checkpoint import load_checkpoint
-from flmn_np.config import TrainConfig, model_config
-from flmn_np.data import make_split
+from flmn_np.runs.checkpoint import load_checkpoint
+from flmn_np.runs.config import TrainConfig, model_config
+from flmn_np.data.datasets import make_split
 from flmn_np.evaluate import EpisodeSource, evaluate_params, main as evaluate_main, omniglot_data
-from flmn_np.validation import score, split_validation
+from flmn_np.runs.validation import score, split_validation
 
 VAL = {"--val-classes": 40, "--val-episodes": 6}
 
@@ -136,7 +136,7 @@ def test_best_of_a_run_without_validation_is_refused(tmp_path, data_dir, capsys)
 def test_plot_shows_the_validation_curve_and_the_best_step(val_run):
     import matplotlib.pyplot as plt
 
-    from flmn_np.metrics import read_metrics
+    from flmn_np.runs.metrics import read_metrics
     from flmn_np.plot import plot_accuracy
     fig, ax = plt.subplots()
     plot_accuracy(ax, read_metrics(val_run / "metrics.csv"), "val", val_run)

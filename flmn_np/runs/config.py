@@ -16,9 +16,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backend import BACKENDS
-from .models import ModelConfig
-from .optim import OPTIMIZERS
+from ..core.backend import BACKENDS
+from ..core.models import ModelConfig
+from ..core.optim import OPTIMIZERS
 
 IDENTITY_FIELDS = (
     "model", "experiment", "batch_size", "classes", "samples", "hidden", "slots", "width", "reads",

@@ -20,7 +20,7 @@ Santoro et al.'s optional extra classes (90/180/270-degree rotations): rotate_cl
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from flmn_np.data import downscale
+from .datasets import downscale
 
 MAX_ANGLE = np.pi / 16      # radians
 MAX_SHIFT = 10.0            # pixels at 105x105

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 # DataError and resolve_data_dir are re-exported: callers import them from flmn_np.data.
-from .datafiles import (KNOWN_FILES, MNIST_FILES, DataError, atomic_write, cache_dir_for,
+from .files import (KNOWN_FILES, MNIST_FILES, DataError, atomic_write, cache_dir_for,
                         checksum_status, require_files, resolve_data_dir)
 
 IMAGE_SIZE = 20                       # side of the downscaled images: D = 20 * 20 = 400
@@ -413,8 +413,8 @@ def _show(args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flmn_np.episodes import sample_episodes
-    from flmn_np.ops import previous_label_onehot
+    from .episodes import sample_episodes
+    from ..core.ops import previous_label_onehot
 
     data_dir = resolve_data_dir(args.data_dir)
     full = None

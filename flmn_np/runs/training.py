@@ -33,23 +33,23 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
-from .augment import rotated_class_ids
-from .backend import (BackendError, array_namespace, asarray, backend_name, cupy_status, get_xp,
+from .. import __version__
+from ..data.augment import rotated_class_ids
+from ..core.backend import (BackendError, array_namespace, asarray, backend_name, cupy_status, get_xp,
                       to_numpy)
 from .checkpoint import (CHECKPOINT_NAME, CheckpointError, check_shapes, load_checkpoint,
                          save_checkpoint)
 from .config import (ConfigError, TrainConfig, identity_diff, merge_for_resume, model_config,
                      parse_args, to_json)
-from .data import DataError, make_split, resolve_data_dir
-from .episodes import Prefetcher
-from .evaluate import (EpisodeSource, draw_batch, eval_record, evaluate_params, omniglot_data,
+from ..data.datasets import DataError, make_split, resolve_data_dir
+from ..data.episodes import Prefetcher
+from ..evaluate import (EpisodeSource, draw_batch, eval_record, evaluate_params, omniglot_data,
                        params_from_checkpoint)
 from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, make_row,
                       per_instance_counts, start_metrics)
-from .models import init_params, loss_and_grads
-from .optim import clip_by_global_norm, make_optimizer
-from .plot import plot_runs
+from ..core.models import init_params, loss_and_grads
+from ..core.optim import clip_by_global_norm, make_optimizer
+from ..plot import plot_runs
 from .validation import BEST_NAME, BestTracker, split_validation
 
 DTYPE = "float32"     # SPEC: float32 for training

@@ -57,7 +57,7 @@ def sample_episodes(images, class_ids, batch_size, n_classes, samples_per_class,
     drw = np.take_along_axis(drawers.reshape(B, T), order, axis=1)              # (B, T) drawer of each step
     if not augment:
         return images[cls, drw], y
-    from flmn_np.augment import augment_images
+    from .augment import augment_images
     x = augment_images(full_images[cls, drw].reshape(B * T, *full_images.shape[2:]), rng)
     return x.reshape(B, T, -1), y
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import array_namespace, to_numpy
-from .episodes import instance_index
+from ..core.backend import array_namespace, to_numpy
+from ..data.episodes import instance_index
 
 TABLE_INSTANCES = (1, 2, 3, 4, 5, 10)   # the columns of the paper's tables
 

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backend import to_numpy
+from ..core.backend import to_numpy
 
 CHECKPOINT_NAME = "checkpoint.npz"
 
