@@ -1,54 +1,288 @@
-"""The fused CuPy kernels against the plain xp code they replace (needs a GPU)."""
+"""The fused kernels (flmn_np/core/kernels.py) against the plain xp code they replace.
+
+Without a GPU (tests/kernel_harness.py):
+- construct: every spec builds a cupy.ElementwiseKernel (CuPy checks names at construction);
+- compile: the CUDA source CuPy generates for each wrapper's launch compiles with NVRTC for
+  sm_80 and sm_90 in float32 and float64, and a broken body does not;
+- semantics: each body, unchanged, runs on the CPU (g++) through the project's own wrappers and
+  matches the xp code (float64 within 1e-12, float32 within 2e-6) on saturating inputs, and a
+  dropped factor or swapped gate slices make that comparison fail.
+On a GPU: the same comparisons with CuPy, and whole episodes fused against NumPy.
+"""
 import numpy as np
 import pytest
 
-from flmn_np.core import kernels
-from flmn_np.core import lstm
-from flmn_np.core import memory
-from flmn_np.core.backend import cupy_status, get_xp, to_numpy
-from flmn_np.gradcheck import TINY, tiny_episode
+from flmn_np.core import kernels, lstm, memory
+from flmn_np.core.backend import BackendError, cupy_startup_error, cupy_status, get_xp, to_numpy
 from flmn_np.core.models import ModelConfig, loss_and_grads
+from flmn_np.gradcheck import TINY, tiny_episode
 
-usable, reason = cupy_status()
-pytestmark = pytest.mark.skipif(not usable, reason=reason)
+from kernel_harness import (cuda_source, import_cupy, launch_cpp, nvrtc_compile, recorded_launches)
 
+TOL = {np.float64: 1e-12, np.float32: 2e-6}
+ARCHS = ("80", "90")
+gpu_usable, gpu_reason = cupy_status()
+needs_gpu = pytest.mark.skipif(not gpu_usable, reason=gpu_reason)
+
+
+def lstm_inputs(dtype, B=5, H=7, seed=0):
+    """z (B, 4H) with every third column at +-35 on every other row (sigmoid and tanh saturate:
+    |z| > 30), c_prev with entries up to ~20 (tanh(c) saturates too), dh, dc (B, H)."""
+    rng = np.random.default_rng(seed)
+    z = 3.0 * rng.standard_normal((B, 4 * H))
+    z[::2, ::3] = 35.0 * np.sign(rng.standard_normal(z[::2, ::3].shape))
+    c_prev = 2.0 * rng.standard_normal((B, H))
+    c_prev[1, :2] = (20.0, -20.0)
+    dh, dc = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    return tuple(a.astype(dtype) for a in (z, c_prev, dh, dc))
+
+
+def write_inputs(dtype, B=3, N=6, W=4, seed=1):
+    """M_prev (B, N, W), w (B, 1, N), a (B, 1, W), erase (B, N) one-hot."""
+    rng = np.random.default_rng(seed)
+    M = rng.standard_normal((B, N, W))
+    w, a = rng.random((B, 1, N)), np.tanh(3.0 * rng.standard_normal((B, 1, W)))
+    erase = np.eye(N)[rng.integers(0, N, B)]
+    return tuple(x.astype(dtype) for x in (M, w, a, erase))
+
+
+def lstm_outputs(z, c_prev, dh, dc, launch=None):
+    """(h, c, ifo, g, tanh_c, dz, dc_prev): fused through `launch`, else the xp code."""
+    if launch is None:
+        h, c, cache = lstm.lstm_cell_forward(z, c_prev)
+        dz, dc_prev = lstm.lstm_cell_backward(dh, dc, cache)
+    else:
+        h, c, cache = kernels.lstm_cell_forward(z, c_prev, launch=launch)
+        dz, dc_prev = kernels.lstm_cell_backward(dh, dc, cache, launch=launch)
+    ifo, g, _, tanh_c = cache
+    return h, c, ifo, g, tanh_c, dz, dc_prev
+
+
+def max_error(fused, plain):
+    """Largest |fused - plain| / max(1, |plain|) over a list of array pairs."""
+    return max(float(np.max(np.abs(f - p) / np.maximum(1.0, np.abs(p))))
+               for f, p in zip(fused, plain))
+
+
+def mutated(spec, old, new):
+    """A launcher that runs `spec` with `old` replaced by `new` in its body, others as they are."""
+    assert old in spec.body
+    bad = spec._replace(body=spec.body.replace(old, new))
+    return lambda s, inputs, outputs: launch_cpp(bad if s == spec else s, inputs, outputs)
+
+
+# ------------------------------------------------------------------------------- construct
+
+def test_every_kernel_constructs():
+    import_cupy()
+    for spec in kernels.SPECS:
+        k = kernels.cupy_kernel(spec)
+        assert (k.name, k.nin, k.nout) == (spec.name, len(spec.in_params.split(",")),
+                                           len(spec.out_params.split(",")))
+
+
+def test_a_parameter_named_i_is_rejected():
+    import_cupy()
+    spec = kernels.LSTM_FORWARD
+    old_names = spec._replace(out_params=spec.out_params.replace("i_", "i"),
+                              body=spec.body.replace("i_", "i"))
+    with pytest.raises(ValueError, match="Can not use 'i'"):
+        kernels.cupy_kernel(old_names)
+
+
+# ---------------------------------------------------------------------- compile, offline
+
+def launches(dtype):
+    """Every (spec, inputs, outputs) the wrappers hand their launcher, on arrays of dtype."""
+    z, c_prev, dh, dc = lstm_inputs(dtype)
+    _, _, cache = lstm.lstm_cell_forward(z, c_prev)
+    M, w, a, erase = write_inputs(dtype)
+    keep = (1.0 - erase)[:, :, None]
+    calls = (recorded_launches(kernels.lstm_cell_forward, z, c_prev)
+             + recorded_launches(kernels.lstm_cell_backward, dh, dc, cache)
+             + recorded_launches(kernels.write_forward, M, w, a, keep))
+    assert [c[0] for c in calls] == list(kernels.SPECS)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_kernel_compiles_with_nvrtc(arch, dtype):
+    for spec, inputs, outputs in launches(dtype):
+        code = cuda_source(spec, inputs, outputs)
+        assert f"typedef {'float' if dtype == np.float32 else 'double'} T;" in code
+        assert spec.body in code
+        cubin, seconds = nvrtc_compile(code, arch)
+        assert cubin.startswith(b"\x7fELF"), f"{spec.name}: NVRTC gave no cubin"
+
+
+@pytest.mark.parametrize("old,new,error", [
+    ("tanh_c = tanh(c);", "tanh_c = tanh(c)", "expected a \";\""),          # syntax error
+    ("f * c_prev", "f * c_prev_t", "identifier \"c_prev_t\" is undefined"),  # undefined name
+])
+def test_a_broken_body_fails_to_compile(old, new, error):
+    import_cupy()
+    from cupy.cuda.compiler import CompileException
+    spec, inputs, outputs = launches(np.float64)[0]
+    broken = spec._replace(body=spec.body.replace(old, new))
+    with pytest.raises(CompileException, match=error):
+        nvrtc_compile(cuda_source(broken, inputs, outputs), "80")
+
+
+# ----------------------------------------------------------------------- semantics on the CPU
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lstm_kernels_on_cpu_equal_xp(dtype):
+    args = lstm_inputs(dtype)
+    fused, plain = lstm_outputs(*args, launch=launch_cpp), lstm_outputs(*args)
+    for f, p in zip(fused, plain):
+        assert f.dtype == p.dtype == dtype and f.shape == p.shape
+        np.testing.assert_allclose(f, p, rtol=TOL[dtype], atol=TOL[dtype])
+    ifo = plain[2]
+    assert np.any(np.abs(args[0]) > 30) and np.min(ifo * (1.0 - ifo)) < 1e-12   # saturated gates
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lstm_caches_mix_between_fused_and_xp(dtype):
+    """Fused forward + xp backward and xp forward + fused backward give the xp gradients."""
+    z, c_prev, dh, dc = lstm_inputs(dtype)
+    _, _, cache_fused = kernels.lstm_cell_forward(z, c_prev, launch=launch_cpp)
+    _, _, cache_xp = lstm.lstm_cell_forward(z, c_prev)
+    want = lstm.lstm_cell_backward(dh, dc, cache_xp)
+    for got in (lstm.lstm_cell_backward(dh, dc, cache_fused),
+                kernels.lstm_cell_backward(dh, dc, cache_xp, launch=launch_cpp)):
+        for f, p in zip(got, want):
+            np.testing.assert_allclose(f, p, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_write_kernel_on_cpu_equals_xp(dtype):
+    M, w, a, erase = write_inputs(dtype)
+    M_xp, (_, _, keep) = memory.write_forward(M, w, a, erase=erase)
+    M_fused = kernels.write_forward(M, w, a, keep, launch=launch_cpp)
+    assert M_fused.dtype == dtype
+    np.testing.assert_allclose(M_fused, M_xp, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_build_all_runs_every_kernel():
+    calls = []
+
+    def counting(spec, inputs, outputs):
+        calls.append((spec, inputs[0].dtype))
+        launch_cpp(spec, inputs, outputs)
+
+    kernels.build_all(np, launch=counting)
+    assert {(s, d) for s in kernels.SPECS for d in (np.dtype(np.float32), np.dtype(np.float64))} == set(calls)
+
+
+# ------------------------------------------------------------------ the checks can fail
+
+@pytest.mark.parametrize("spec,old,new", [
+    (kernels.LSTM_BACKWARD, "dc_prev = dc_total * f;", "dc_prev = dc_total;"),
+    (kernels.LSTM_BACKWARD, "dz_i = dc_total * g * i_ * ((T)1 - i_);", "dz_i = dc_total * g * i_;"),
+    (kernels.LSTM_FORWARD, "c = f * c_prev + i_ * g;", "c = c_prev + i_ * g;"),
+    (kernels.WRITE, "M_prev * keep", "M_prev"),
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_dropped_factor_is_caught(spec, old, new, dtype):
+    launch = mutated(spec, old, new)
+    if spec == kernels.WRITE:
+        M, w, a, erase = write_inputs(dtype)
+        M_xp, (_, _, keep) = memory.write_forward(M, w, a, erase=erase)
+        err = max_error([kernels.write_forward(M, w, a, keep, launch=launch)], [M_xp])
+    else:
+        args = lstm_inputs(dtype)
+        err = max_error(lstm_outputs(*args, launch=launch), lstm_outputs(*args))
+    assert err > 1e3 * TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_swapped_gate_slices_are_caught(dtype, monkeypatch):
+    """The wrappers cut z, ifo and dz with kernels.gate_slices; swapping its i and f blocks
+    (as a wrong slice in a wrapper would) must break the comparison."""
+    good = kernels.gate_slices
+
+    def swapped(x, H):
+        blocks = good(x, H)
+        return (blocks[1], blocks[0], *blocks[2:])
+
+    args = lstm_inputs(dtype)
+    plain = lstm_outputs(*args)
+    monkeypatch.setattr(kernels, "gate_slices", swapped)
+    assert max_error(lstm_outputs(*args, launch=launch_cpp), plain) > 1e3 * TOL[dtype]
+
+
+# ------------------------------------------------------------------ clean errors at startup
+
+def test_cupy_without_gpu_is_one_line():
+    if gpu_usable:
+        pytest.skip("a GPU is usable here")
+    with pytest.raises(BackendError) as e:
+        get_xp("cupy")
+    msg = str(e.value)
+    assert msg.startswith("--backend cupy was requested but") and "\n" not in msg
+    assert "--backend numpy" in msg or "pip install" in msg
+
+
+@pytest.mark.parametrize("error,hint", [
+    (RuntimeError("CuPy failed to load libnvrtc.so.12: OSError: libnvrtc.so.12: cannot open "
+                  "shared object file: No such file or directory"), "cupy-cuda12x[ctk]"),
+    (type("CompileException", (Exception,), {})(
+        "default_program(1): catastrophic error: cannot open source file \"cuda_fp16.h\""),
+     "cupy-cuda12x[ctk]"),
+    (type("CompileException", (Exception,), {})(
+        "default_program(17): error: identifier \"c_prev_t\" is undefined\n1 error"),
+     "FLMN_FUSED=0"),
+    (type("CUDADriverError", (Exception,), {})("CUDA_ERROR_UNSUPPORTED_PTX_VERSION: the "
+                                               "provided PTX was compiled with an unsupported toolchain"),
+     "driver"),
+])
+def test_startup_failures_say_what_to_do(monkeypatch, error, hint):
+    """Whatever CuPy raises on its first compile or launch becomes one BackendError line."""
+    from flmn_np.core import backend
+    monkeypatch.setattr(backend, "cupy_status", lambda: (True, "CuPy on 1 GPU(s)"))
+
+    def failing():
+        raise error
+    monkeypatch.setattr(backend, "_start_cupy", failing)
+    with pytest.raises(BackendError) as e:
+        get_xp("cupy")
+    msg = str(e.value)
+    assert "\n" not in msg and hint in msg and msg.startswith("--backend cupy was requested but")
+    assert hint in cupy_startup_error(error)
+
+
+# --------------------------------------------------------------------------- on a GPU
 
 @pytest.fixture
 def cp():
     return get_xp("cupy")
 
 
-def _plain(monkeypatch):
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lstm_cell_fused_on_gpu_equals_xp(cp, dtype, monkeypatch):
+    args = [cp.asarray(a) for a in lstm_inputs(dtype)]
+    assert kernels.fused(args[0])
+    fused = lstm_outputs(*args, launch=kernels.launch_cupy)
     monkeypatch.setenv("FLMN_FUSED", "0")
+    plain = lstm_outputs(*args)
+    for f, p in zip(fused, plain):
+        np.testing.assert_allclose(to_numpy(f), to_numpy(p), rtol=TOL[dtype], atol=TOL[dtype])
 
 
-def rand(cp, *shape, seed=0):
-    return cp.asarray(np.random.default_rng(seed).standard_normal(shape))
-
-
-def test_lstm_cell_fused_equals_xp(cp, monkeypatch):
-    z, c_prev, dh, dc = rand(cp, 4, 20, seed=1), rand(cp, 4, 5, seed=2), rand(cp, 4, 5, seed=3), rand(cp, 4, 5, seed=4)
-    assert kernels.fused(z)
-    h_f, c_f, cache_f = lstm.lstm_cell_forward(z, c_prev)
-    dz_f, dcp_f = lstm.lstm_cell_backward(dh, dc, cache_f)
-    _plain(monkeypatch)
-    h, c, cache = lstm.lstm_cell_forward(z, c_prev)
-    dz, dcp = lstm.lstm_cell_backward(dh, dc, cache)
-    for a, b in [(h_f, h), (c_f, c), (dz_f, dz), (dcp_f, dcp)] + list(zip(cache_f, cache)):
-        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-12, atol=1e-14)
-
-
-def test_write_fused_equals_xp(cp, monkeypatch):
-    M, w, a = rand(cp, 3, 6, 4, seed=1), rand(cp, 3, 1, 6, seed=2), rand(cp, 3, 1, 4, seed=3)
-    erase = cp.asarray(np.eye(6)[[0, 2, 5]])
+@needs_gpu
+def test_write_fused_on_gpu_equals_xp(cp, monkeypatch):
+    M, w, a, erase = (cp.asarray(x) for x in write_inputs(np.float64))
     M_f, _ = memory.write_forward(M, w, a, erase=erase)
-    _plain(monkeypatch)
+    monkeypatch.setenv("FLMN_FUSED", "0")
     M_x, _ = memory.write_forward(M, w, a, erase=erase)
     np.testing.assert_allclose(to_numpy(M_f), to_numpy(M_x), rtol=1e-12, atol=1e-14)
 
 
+@needs_gpu
 @pytest.mark.parametrize("model,R", [("flmn", 1), ("mann", 1), ("mann", 4)])
-def test_episode_fused_equals_numpy(cp, model, R):
+def test_episode_fused_on_gpu_equals_numpy(cp, model, R):
     cfg = ModelConfig(model=model, reads=R, slots=6, **TINY)
     p, x, y = tiny_episode(cfg, seed=2)
     ref = loss_and_grads(p, x, y, cfg)

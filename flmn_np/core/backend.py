@@ -4,32 +4,80 @@ Every other module gets `xp` from its arrays (`array_namespace(x)`) or from its 
 and uses only array-API standard functions, so the same code runs on all three.
 array_api_strict is the CPU stand-in for CuPy in tests: it rejects NumPy-only calls.
 """
+import functools
+import os
+
 import numpy as np
+
+from . import kernels
 
 BACKENDS = ("auto", "numpy", "cupy", "array_api_strict")
 
 
 class BackendError(RuntimeError):
-    """A backend was asked for that cannot be used here (the message says why)."""
+    """A backend was asked for that cannot be used here (the message says why, in one line)."""
+
+
+# What CuPy 14 needs on a GPU machine: its wheel ships neither NVRTC nor the CUDA headers, which
+# it uses to compile every elementwise kernel at run time; the [ctk] extra installs both.
+CUPY_INSTALL = 'python -m pip install "cupy-cuda12x[ctk]>=14" (or a CUDA 12 toolkit with CUDA_PATH set)'
+
+
+def _one_line(e):
+    """'TypeName: first line of the message' of an exception."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def cupy_status():
-    """(usable, reason): whether CuPy imports and sees a GPU."""
+    """(usable, reason): whether CuPy imports and sees a GPU. Starts nothing on the device."""
     try:
         import cupy
-    except ImportError as e:
-        return False, f"CuPy is not installed ({e}); see README, section 'GPU'"
+    except ImportError:
+        return False, f"CuPy is not installed; install it with {CUPY_INSTALL}"
+    except Exception as e:  # a broken install can raise more than ImportError
+        return False, f"CuPy does not import ({_one_line(e)}); reinstall it with {CUPY_INSTALL}"
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDA driver missing or broken
-        return False, f"CuPy cannot reach a GPU ({type(e).__name__}: {e})"
+        return False, (f"CuPy cannot reach a GPU ({_one_line(e)}): it needs an NVIDIA GPU and a "
+                       f"driver for CUDA 12; without one use --backend numpy")
     if n == 0:
-        return False, "CuPy found no GPU"
+        return False, "CuPy found no GPU; use --backend numpy"
     return True, f"CuPy {cupy.__version__} on {n} GPU(s)"
 
 
+def cupy_startup_error(e):
+    """The one-line reason, with what to install or set, for an exception raised while CuPy
+    compiles and runs its first kernels (see `_start_cupy`)."""
+    text = f"{type(e).__name__} {e}".lower()
+    if "nvrtc" in text and ("load" in text or "not found" in text or "no such file" in text):
+        return f"CuPy cannot load NVRTC, its run-time compiler ({_one_line(e)}); install {CUPY_INSTALL}"
+    if "cannot open source file" in text or "could not open" in text or ".h: no such file" in text:
+        return f"CuPy cannot find the CUDA headers ({_one_line(e)}); install {CUPY_INSTALL}"
+    if type(e).__name__ == "CompileException":
+        return (f"a fused kernel does not compile ({_one_line(e)}); set FLMN_FUSED=0 to run the "
+                f"plain xp code")
+    if "cuda" in text and ("driver" in text or "runtime" in text):
+        return f"the CUDA driver refused CuPy ({_one_line(e)}); update the NVIDIA driver for CUDA 12"
+    return f"CuPy fails at its first kernel ({_one_line(e)}); check the install: {CUPY_INSTALL}"
+
+
+@functools.cache
+def _start_cupy():
+    """Compile and run CuPy's first kernels now, so that a missing NVRTC, missing CUDA headers or
+    a fused kernel that does not build is reported here, once, rather than at the first step."""
+    import cupy
+
+    x = cupy.linspace(-1.0, 1.0, 8)
+    float(cupy.sum(cupy.tanh(x) * 2.0))            # a CuPy ufunc and reduction: NVRTC + headers
+    if os.environ.get("FLMN_FUSED", "1") != "0":
+        kernels.build_all(_cupy_namespace())
+
+
 def get_xp(name="numpy"):
-    """Return the array module for `name` (one of BACKENDS); 'auto' picks CuPy if a GPU is usable."""
+    """Return the array module for `name` (one of BACKENDS); 'auto' picks CuPy if a GPU is usable.
+    Raises BackendError with a one-line reason when the backend cannot run here."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if name == "auto":
@@ -41,6 +89,10 @@ def get_xp(name="numpy"):
         usable, reason = cupy_status()
         if not usable:
             raise BackendError(f"--backend cupy was requested but {reason}")
+        try:
+            _start_cupy()
+        except Exception as e:  # whatever CuPy raises on its first compile or launch
+            raise BackendError(f"--backend cupy was requested but {cupy_startup_error(e)}") from None
         return _cupy_namespace()
     import array_api_strict
     return array_api_strict

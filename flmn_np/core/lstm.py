@@ -16,7 +16,8 @@ def lstm_cell_forward(z, c_prev):
         c[t] = f * c[t-1] + i * g
         h[t] = o * tanh(c[t])
 
-    z (B, 4H), c_prev (B, H)  ->  h (B, H), c (B, H), cache.  On CuPy: one fused kernel.
+    z (B, 4H), c_prev (B, H)  ->  h (B, H), c (B, H), cache.  On CuPy: one fused kernel
+    (kernels.LSTM_FORWARD, where the input gate is named i_: CuPy reserves i).
     """
     if kernels.fused(z):
         return kernels.lstm_cell_forward(z, c_prev)
@@ -44,7 +45,7 @@ def lstm_cell_backward(dh, dc, cache):
     xp = array_namespace(dh)
     H = dh.shape[-1]
     i, f, o = ifo[:, :H], ifo[:, H:2 * H], ifo[:, 2 * H:]
-    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
-    difo = xp.concat([dc * g, dc * c_prev, dh * tanh_c], axis=-1)
-    dz = xp.concat([difo * ifo * (1.0 - ifo), dc * i * (1.0 - g * g)], axis=-1)
-    return dz, dc * f
+    dc_total = dc + dh * o * (1.0 - tanh_c * tanh_c)
+    difo = xp.concat([dc_total * g, dc_total * c_prev, dh * tanh_c], axis=-1)    # [di | df | do]
+    dz = xp.concat([difo * ifo * (1.0 - ifo), dc_total * i * (1.0 - g * g)], axis=-1)
+    return dz, dc_total * f

@@ -1,0 +1,186 @@
+"""Rows over training seeds: per-seed numbers, mean and 95% confidence interval, curves with bands.
+
+    python -m flmn_np.seeds RUN_DIR [RUN_DIR ...] --csv per_seed.csv --md summary.md
+                            [--png curves.png] [--paper]
+
+Run directories are grouped by name with the seed suffix removed (`flmn-exp1-product-s3` belongs
+to `flmn-exp1-product`). For every run it reads the test-class evaluations written at the end of
+training (eval_omniglot.json, eval_omniglot_best.json when the run kept a best.npz, and
+eval_mnist.json when `python -m flmn_np.evaluate RUN --dataset mnist` was run), validation.csv
+and metrics.csv, and writes:
+- `--csv`: one line per run and evaluation, % correct at every instance;
+- `--md`: per group, the mean over seeds and the half-width of the 95% t-interval
+  (mean +- t_{0.975, n-1} s / sqrt(n)), plus, per run, the training statistics used to compare
+  groups (largest logged gradient norm, the step training leaves chance, validation accuracy);
+- `--png`: held-out 2nd-instance accuracy against steps, the mean over seeds with a 95% band.
+"""
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .runs.metrics import column, ordinal, read_metrics
+
+INSTANCES = (1, 2, 3, 4, 5, 10)
+EVALUATIONS = (("omniglot", "last", "eval_omniglot.json"),
+               ("omniglot", "best", "eval_omniglot_best.json"),
+               ("mnist", "last", "eval_mnist.json"))
+# Two-sided 95% quantiles of Student's t, t_{0.975, df}, for df = 1..10 (any statistics table).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228}
+LEAVES_CHANCE = 0.45   # training 2nd-instance accuracy; chance is 1 / 5 = 0.2
+
+
+def group_name(run_dir):
+    """'flmn-exp1-product-s3' -> 'flmn-exp1-product'."""
+    return re.sub(r"-s\d+$", "", Path(run_dir).name)
+
+
+def mean_ci(values):
+    """(mean, half-width of the 95% t-interval) over seeds; half-width nan for a single seed."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return float(v.mean()), math.nan
+    return float(v.mean()), T_975[v.size - 1] * float(v.std(ddof=1)) / math.sqrt(v.size)
+
+
+def run_evaluations(run_dir):
+    """[(dataset, checkpoint, step, episodes, {k: accuracy})] for the evaluations the run has."""
+    out = []
+    for dataset, which, name in EVALUATIONS:
+        path = Path(run_dir) / name
+        if path.is_file():
+            r = json.loads(path.read_text())
+            out.append((dataset, which, r["checkpoint_step"], r["episodes"],
+                        {int(k): v for k, v in r["accuracy"].items()}))
+    return out
+
+
+def training_stats(run_dir):
+    """Largest logged gradient norm (each metrics.csv row holds the mean over its logging
+    interval), the first logged step whose training 2nd-instance accuracy passes LEAVES_CHANCE,
+    and the best and last validation 2nd-instance accuracy (nan without validation.csv)."""
+    rows = read_metrics(Path(run_dir) / "metrics.csv")
+    steps, acc2 = column(rows, "step"), column(rows, "train_acc_2")
+    above = np.flatnonzero(acc2 > LEAVES_CHANCE)
+    stats = {"max_grad_norm": float(np.nanmax(column(rows, "grad_norm"))),
+             "leaves_chance_step": int(steps[above[0]]) if above.size else math.nan,
+             "val_best_2": math.nan, "val_last_2": math.nan}
+    val = Path(run_dir) / "validation.csv"
+    if val.is_file():
+        v = column(read_metrics(val), "val_acc_2")
+        stats.update(val_best_2=float(np.max(v)), val_last_2=float(v[-1]))
+    return stats
+
+
+def write_csv(path, run_dirs):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["group", "run", "dataset", "checkpoint", "step", "episodes"]
+                   + [f"acc_{k}" for k in INSTANCES])
+        for d in run_dirs:
+            for dataset, which, step, episodes, acc in run_evaluations(d):
+                w.writerow([group_name(d), Path(d).name, dataset, which, step, episodes]
+                           + [f"{100 * acc[k]:.2f}" for k in INSTANCES])
+
+
+def fmt(mean, half):
+    return f"{mean:.1f}" if math.isnan(half) else f"{mean:.1f} ± {half:.1f}"
+
+
+def summary_markdown(groups):
+    """Markdown: one table per (dataset, checkpoint) with a row per group, then per-run stats."""
+    lines = []
+    for dataset, which, _ in EVALUATIONS:
+        rows = []
+        for name, dirs in groups.items():
+            evals = [e for d in dirs for e in run_evaluations(d) if e[:2] == (dataset, which)]
+            if not evals:
+                continue
+            steps = sorted({e[2] for e in evals})
+            cells = [fmt(*mean_ci([100 * e[4][k] for e in evals])) for k in INSTANCES]
+            step_text = f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,}-{steps[-1]:,}"
+            rows.append(f"| {name} | {len(evals)} | {step_text} | " + " | ".join(cells) + " |")
+        if rows:
+            title = {"last": "last checkpoint", "best": "best.npz (chosen on validation classes)"}
+            lines += [f"### {dataset}, {title[which]}", "",
+                      "| runs | seeds | steps | " + " | ".join(ordinal(k) for k in INSTANCES) + " |",
+                      "|---|---|---|" + "---|" * len(INSTANCES), *rows, ""]
+    lines += ["### Training statistics per run", "",
+              "| run | largest grad norm (50-step mean) | training 2nd > 45% at step "
+              "| validation 2nd, best | validation 2nd, last |", "|---|---|---|---|---|"]
+    for dirs in groups.values():
+        for d in dirs:
+            s = training_stats(d)
+            lines.append(f"| {Path(d).name} | {s['max_grad_norm']:.2f} | {s['leaves_chance_step']} "
+                         f"| {100 * s['val_best_2']:.1f} | {100 * s['val_last_2']:.1f} |")
+    lines += ["", "### Training statistics per group (mean ± 95% t-interval over seeds)", "",
+              "| runs | seeds | largest grad norm | training 2nd > 45% at step "
+              "| validation 2nd, best | validation 2nd, last |", "|---|---|---|---|---|---|"]
+    for name, dirs in groups.items():
+        stats = [training_stats(d) for d in dirs]
+        cells = [fmt(*mean_ci([s[key] * scale for s in stats]))
+                 for key, scale in (("max_grad_norm", 1), ("leaves_chance_step", 1),
+                                    ("val_best_2", 100), ("val_last_2", 100))]
+        lines.append(f"| {name} | {len(dirs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_bands(path, groups, column_name="test_acc_2"):
+    """Mean over seeds of a metrics.csv column against steps, with the 95% t-interval as a band."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, dirs in groups.items():
+        curves = {}
+        for d in dirs:
+            rows = read_metrics(Path(d) / "metrics.csv")
+            steps, values = column(rows, "step"), column(rows, column_name)
+            for s, v in zip(steps, values):
+                if not math.isnan(v):
+                    curves.setdefault(int(s), []).append(100 * v)
+        steps = sorted(s for s, v in curves.items() if len(v) == len(dirs))
+        stats = [mean_ci(curves[s]) for s in steps]
+        mean = np.array([m for m, _ in stats])
+        half = np.nan_to_num(np.array([h for _, h in stats]))
+        (line,) = ax.plot(steps, mean, label=f"{name} ({len(dirs)} seeds)")
+        ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("training step (16 episodes each)")
+    ax.set_ylabel(f"held-out {ordinal(int(column_name.rsplit('_', 1)[1]))}-instance accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m flmn_np.seeds",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dirs", nargs="+")
+    parser.add_argument("--csv", required=True, help="per-seed numbers")
+    parser.add_argument("--md", required=True, help="summary tables")
+    parser.add_argument("--png", help="learning curves with bands over seeds")
+    args = parser.parse_args(argv)
+    groups = {}
+    for d in args.run_dirs:
+        if not (Path(d) / "metrics.csv").is_file():
+            print(f"seeds: error: {d} is not a run directory (no metrics.csv)", file=sys.stderr)
+            return 2
+        groups.setdefault(group_name(d), []).append(d)
+    write_csv(args.csv, args.run_dirs)
+    Path(args.md).write_text(summary_markdown(groups))
+    if args.png:
+        plot_bands(args.png, groups)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

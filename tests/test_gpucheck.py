@@ -1,0 +1,84 @@
+"""`python -m flmn_np.gpucheck` and the one-line refusals of the CuPy path without a GPU.
+(The GPU part of gpucheck runs only on a GPU; here: its refusal, its loss comparison and its
+report, and that train.py and bench end with one line.)"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from flmn_np import gpucheck
+from flmn_np.core.backend import cupy_status, get_xp
+
+REPO = gpucheck.REPO
+gpu_usable = cupy_status()[0]
+no_gpu_only = pytest.mark.skipif(gpu_usable, reason="a GPU is usable here")
+
+
+def run_cli(args, tmp_path):
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
+                               "OPENBLAS_NUM_THREADS": "1", "HOME": str(tmp_path)})
+
+
+def assert_one_line(proc, *words):
+    """Exit code 2, nothing but one line on stderr, no traceback, with each of `words`."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@no_gpu_only
+def test_gpucheck_without_gpu_is_one_line(tmp_path):
+    proc = run_cli(["-m", "flmn_np.gpucheck", "--out", str(tmp_path / "out")], tmp_path)
+    assert_one_line(proc, "gpucheck: no usable GPU", "CuPy")
+    assert not (tmp_path / "out").exists()
+
+
+@no_gpu_only
+@pytest.mark.parametrize("command", [
+    ["train.py", "--out", "run", "--backend", "cupy"],
+    ["-m", "flmn_np.bench", "--backend", "cupy", "--repeats", "1"],
+])
+def test_cupy_commands_without_gpu_are_one_line(command, tmp_path):
+    if command[0] == "train.py":
+        command = [str(REPO / "train.py"), *command[1:]]
+    assert_one_line(run_cli(command, tmp_path), "--backend cupy was requested but")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_training_losses_agree_across_cpu_backends(dtype):
+    """The comparison gpucheck runs between CuPy and NumPy, between NumPy and array_api_strict."""
+    a = gpucheck.train_losses(np, "flmn", dtype, steps=3, batch_size=2)
+    b = gpucheck.train_losses(get_xp("array_api_strict"), "flmn", dtype, steps=3, batch_size=2)
+    assert a.shape == (3,) and np.all(np.isfinite(a)) and a[0] != a[-1]
+    result = gpucheck.compare_losses(a, b, dtype)
+    assert result["ok"] and result["max_abs_diff"] <= gpucheck.LOSS_TOL[dtype]
+
+
+def test_compare_losses_fails_beyond_tolerance():
+    a = np.array([1.6, 1.5, 1.4])
+    assert gpucheck.compare_losses(a, a + 1e-10, "float64")["ok"]
+    assert not gpucheck.compare_losses(a, a + np.array([0, 0, 2e-9]), "float64")["ok"]
+    assert not gpucheck.compare_losses(a, a + 2e-3, "float32")["ok"]
+
+
+def test_report_is_named_with_the_card(tmp_path):
+    report = {"card": "NVIDIA H100 80GB HBM3", "cupy": "14.2.0", "cuda_runtime": 12090,
+              "numpy": np.__version__, "host": "linux", "steps": 300,
+              "tests": {"returncode": 0, "summary": "9 passed"},
+              "training": [{"model": "flmn", "dtype": "float64", "max_abs_diff": 3e-12,
+                            "tolerance": 1e-9, "ok": True, "final_loss": [1.2, 1.2]}],
+              "bench": [{"impl": "cupy fused", "model": "flmn", "batch_size": 16,
+                         "ms_per_step": 12.5, "episodes_per_s": 1280.0}],
+              "torch_note": "torch is not installed", "ok": True}
+    json_path, md_path = gpucheck.write_report(report, tmp_path)
+    assert json_path.name == "gpucheck_nvidia-h100-80gb-hbm3.json"
+    assert json.loads(json_path.read_text()) == report
+    md = md_path.read_text()
+    assert md.startswith("# gpucheck: NVIDIA H100 80GB HBM3")
+    assert "| flmn | float64 | 3.00e-12 | 1e-09 |" in md and "| cupy fused | flmn | 16 | 12.50 |" in md

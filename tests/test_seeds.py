@@ -1,0 +1,61 @@
+"""flmn_np.seeds: grouping by seed suffix, mean and 95% t-interval, per-seed CSV, training stats."""
+import csv
+import json
+import math
+
+import pytest
+
+from flmn_np import seeds
+from flmn_np.runs.metrics import csv_columns
+
+
+def fake_run(root, name, acc2, val2=(0.5, 0.7, 0.6), grad_norms=(1.0, 3.5, 2.0),
+             train2=(0.2, 0.5, 0.9)):
+    """A run directory with metrics.csv, validation.csv and eval_omniglot.json."""
+    d = root / name
+    d.mkdir()
+    acc = {str(k): 0.5 for k in range(1, 11)}
+    acc["2"] = acc2
+    (d / "eval_omniglot.json").write_text(json.dumps(
+        {"accuracy": acc, "checkpoint_step": 6250, "episodes": 1000}))
+    cols = csv_columns(10)
+    with open(d / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for i, (g, a) in enumerate(zip(grad_norms, train2)):
+            w.writerow({c: "" for c in cols} | {"step": 50 * (i + 1), "grad_norm": g,
+                                                "train_acc_2": a, "test_acc_2": a})
+    with open(d / "validation.csv", "w") as f:
+        f.write("step,val_acc_2\n" + "".join(f"{250 * (i + 1)},{v}\n" for i, v in enumerate(val2)))
+    return d
+
+
+def test_mean_and_t_interval():
+    mean, half = seeds.mean_ci([80.0, 82.0, 84.0])
+    assert mean == pytest.approx(82.0)
+    assert half == pytest.approx(4.303 * 2.0 / math.sqrt(3))     # s = 2, t_{0.975, 2} = 4.303
+    assert math.isnan(seeds.mean_ci([70.0])[1])
+
+
+def test_groups_csv_and_summary(tmp_path):
+    runs = [fake_run(tmp_path, f"flmn-exp1-product-s{s}", a) for s, a in ((1, 0.80), (2, 0.82), (3, 0.84))]
+    runs.append(fake_run(tmp_path, "mann-exp1-product-s1", 0.6, train2=(0.2, 0.3, 0.4)))
+    out_csv, out_md, out_png = tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "s.png"
+    assert seeds.main([str(r) for r in runs] + ["--csv", str(out_csv), "--md", str(out_md),
+                                                "--png", str(out_png)]) == 0
+    rows = list(csv.DictReader(open(out_csv)))
+    assert [r["group"] for r in rows] == ["flmn-exp1-product"] * 3 + ["mann-exp1-product"]
+    assert [r["acc_2"] for r in rows] == ["80.00", "82.00", "84.00", "60.00"]
+    md = out_md.read_text()
+    assert "| flmn-exp1-product | 3 | 6,250 | 50.0 ± 0.0 | 82.0 ± 5.0 |" in md
+    assert "| mann-exp1-product | 1 | 6,250 | 50.0 | 60.0 |" in md
+    # largest grad norm 3.5, leaves chance (train 2nd > 45%) at the 2nd row = step 100,
+    # validation best 70.0, last 60.0; MANN never leaves chance
+    assert "| flmn-exp1-product-s1 | 3.50 | 100 | 70.0 | 60.0 |" in md
+    assert "| mann-exp1-product-s1 | 3.50 | nan |" in md
+    assert out_png.stat().st_size > 10_000
+
+
+def test_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert seeds.main([str(tmp_path), "--csv", str(tmp_path / "a"), "--md", str(tmp_path / "b")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
