@@ -1,27 +1,47 @@
-"""Shared test fixtures: where the data is, and which array backends can run here."""
-import os
-from pathlib import Path
+"""Shared test fixtures: where the data is, and which array backends can run here.
 
+The real-data tests find the data as the package does (files.resolve_data_dir):
+`pytest --data-dir D`, else env FLMN_DATA_DIR, else ./data. They skip, saying which files are
+missing where, when the data is not there.
+"""
 import pytest
 
 from flmn_np.core.backend import cupy_status
+from flmn_np.data.files import KNOWN_FILES, MNIST_FILES, resolve_data_dir
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"   # the checkout sits beside shared/
+OMNIGLOT_FILES = ("images_background.zip", "images_evaluation.zip")
 
 
-def _data_dir():
-    """$FLMN_DATA_DIR if set, else ../shared/data beside the repository."""
-    return Path(os.environ.get("FLMN_DATA_DIR", SHARED_DATA))
+def pytest_addoption(parser):
+    parser.addoption("--data-dir", default=None,
+                     help="dataset folder for the real-data tests (default: env FLMN_DATA_DIR, else ./data)")
+
+
+def _require(root, names, what):
+    """Skip the test unless every known file in `names` is under `root`."""
+    missing = [KNOWN_FILES[n].relpath for n in names if not (root / KNOWN_FILES[n].relpath).is_file()]
+    if missing:
+        pytest.skip(f"no {what} data: {', '.join(missing)} not under {root} "
+                    f"(pass --data-dir or set FLMN_DATA_DIR; see data/README.md)")
+    return root
 
 
 @pytest.fixture(scope="session")
-def data_dir():
-    """The real dataset folder (omniglot/, mnist/); skips the test when it is absent."""
-    d = _data_dir()
-    if not (d / "omniglot").is_dir():
-        pytest.skip(f"no Omniglot data at {d} (set FLMN_DATA_DIR to the folder holding omniglot/)")
-    return d
+def data_root(request):
+    """The data directory the package would use, whether or not the files are there."""
+    return resolve_data_dir(request.config.getoption("--data-dir")).absolute()
+
+
+@pytest.fixture(scope="session")
+def data_dir(data_root):
+    """The real dataset folder, holding both Omniglot zips; skips the test when they are absent."""
+    return _require(data_root, OMNIGLOT_FILES, "Omniglot")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(data_root):
+    """The real dataset folder, holding the MNIST test files; skips the test when they are absent."""
+    return _require(data_root, MNIST_FILES, "MNIST")
 
 
 def backend_params():

@@ -1,16 +1,11 @@
 """flmn_np.data.augment: parameter ranges, geometry on synthetic images, identity, 90-degree classes."""
-import os
-from pathlib import Path
-
 import numpy as np
-import pytest
 
 from flmn_np.data import augment
-from flmn_np.data import datasets
+from flmn_np.data.images import downscale
+from flmn_np.data.omniglot import load_omniglot, load_omniglot_full
+from flmn_np.data.splits import paper_split
 
-REPO = Path(__file__).resolve().parents[1]
-REAL_DIR = Path(os.environ.get("FLMN_DATA_DIR", REPO.parent / "shared" / "data"))
-HAVE_OMNIGLOT = all((REAL_DIR / "omniglot" / f"{p}.zip").is_file() for p, _, _ in datasets.OMNIGLOT_PARTS)
 C = 52  # centre pixel of a 105x105 image
 
 
@@ -82,7 +77,7 @@ def test_augment_images_with_zero_range_equals_plain_downscale():
     imgs = np.random.default_rng(4).random((70, 105, 105)) < 0.1
     out = augment.augment_images(imgs, np.random.default_rng(0), max_angle=0.0, max_shift=0.0)
     assert out.shape == (70, 400) and out.dtype == np.float32
-    np.testing.assert_array_equal(out, datasets.downscale(imgs))
+    np.testing.assert_array_equal(out, downscale(imgs))
 
 
 def test_augment_images_is_seeded_and_in_range():
@@ -93,10 +88,9 @@ def test_augment_images_is_seeded_and_in_range():
     assert a.min() >= 0 and a.max() <= 1
 
 
-@pytest.mark.skipif(not HAVE_OMNIGLOT, reason=f"Omniglot zips not in {REAL_DIR} (set FLMN_DATA_DIR)")
-def test_identity_augmentation_reproduces_real_plain_images():
-    plain = datasets.load_omniglot(REAL_DIR, download=False).images
-    full = datasets.load_omniglot_full(REAL_DIR, download=False)
+def test_identity_augmentation_reproduces_real_plain_images(data_dir):
+    plain = load_omniglot(data_dir, download=False).images
+    full = load_omniglot_full(data_dir, download=False)
     ids = np.array([0, 500, 1622])
     same = augment.augment_images(full[ids, 3], np.random.default_rng(0), max_angle=0.0, max_shift=0.0)
     np.testing.assert_allclose(same, plain[ids, 3], atol=1e-6)
@@ -113,13 +107,13 @@ def test_rotate_classes_90_full_and_small_agree():
     np.testing.assert_array_equal(turned[:3], full)
     np.testing.assert_array_equal(turned[3 + 1, 0], np.rot90(full[1, 0]))
     np.testing.assert_array_equal(turned[9 + 2, 1], np.rot90(full[2, 1], 3))
-    small_turned = augment.rotate_classes_90(datasets.downscale(full))    # (12, 2, 400)
+    small_turned = augment.rotate_classes_90(downscale(full))    # (12, 2, 400)
     assert small_turned.shape == (12, 2, 400)
-    np.testing.assert_allclose(small_turned, datasets.downscale(turned), atol=1e-5)
+    np.testing.assert_allclose(small_turned, downscale(turned), atol=1e-5)
 
 
 def test_rotated_class_ids_keep_splits_apart():
-    train, test = datasets.paper_split(0, n_classes=50, n_train=40)
+    train, test = paper_split(0, n_classes=50, n_train=40)
     rtrain, rtest = augment.rotated_class_ids(train, 50), augment.rotated_class_ids(test, 50)
     assert rtrain.size == 160 and rtest.size == 40
     assert np.intersect1d(rtrain, rtest).size == 0

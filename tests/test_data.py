@@ -1,8 +1,9 @@
-"""flmn_np.data.datasets and flmn_np.data.files: real-data counts and polarity, caching, downloads, splits,
-and DataError on bad files.
+"""flmn_np.data (files, images, omniglot, mnist, splits, cli): real-data counts and polarity,
+caching, downloads, splits, and DataError on bad files.
 
-Real-data tests read env FLMN_DATA_DIR, default ../shared/data beside the repo, and skip when
-the files are absent. The rest run on small synthetic zips and idx files made in tmp_path.
+Real-data tests take the data directory from the conftest fixtures (the package's resolver:
+--data-dir, else FLMN_DATA_DIR, else ./data) and skip when the files are absent. The rest run on
+small synthetic zips and idx files made in tmp_path.
 """
 import gzip
 import io
@@ -12,46 +13,37 @@ import time
 import urllib.error
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from flmn_np.data import datasets
-from flmn_np.data import files
-from flmn_np.data.datasets import DataError
-
-REPO = Path(__file__).resolve().parents[1]
-REAL_DIR = Path(os.environ.get("FLMN_DATA_DIR", REPO.parent / "shared" / "data"))
-HAVE_OMNIGLOT = all((REAL_DIR / "omniglot" / f"{p}.zip").is_file() for p, _, _ in datasets.OMNIGLOT_PARTS)
-HAVE_MNIST = all((REAL_DIR / "mnist" / f).is_file() for f in files.MNIST_FILES)
-needs_omniglot = pytest.mark.skipif(not HAVE_OMNIGLOT, reason=f"Omniglot zips not in {REAL_DIR} (set FLMN_DATA_DIR)")
-needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST t10k files not in {REAL_DIR} (set FLMN_DATA_DIR)")
+from flmn_np.data import cli, files, mnist, omniglot, sources, splits
+from flmn_np.data.files import DataError
+from flmn_np.data.images import downscale, resize_matrix
 
 
 @pytest.fixture(scope="session")
-def omniglot():
+def real_omniglot(data_dir):
     """The real Omniglot, loaded once per session (the first run builds the cache)."""
-    if not HAVE_OMNIGLOT:
-        pytest.skip(f"Omniglot zips not in {REAL_DIR}")
-    return datasets.load_omniglot(REAL_DIR, download=False)
+    return omniglot.load_omniglot(data_dir, download=False)
 
 
 # ----------------------------------------------------------------------------- real data
 
-@needs_omniglot
-def test_omniglot_counts_shapes_names(omniglot):
-    assert omniglot.images.shape == (1623, 20, 400)
-    assert omniglot.images.dtype == np.float32
-    assert omniglot.n_background == 964
-    assert len(omniglot.names) == 1623
-    assert all(re.fullmatch(r"[^/]+/character\d\d", n) for n in omniglot.names)
-    assert omniglot.names[963].split("/")[0] != omniglot.names[964].split("/")[0]  # background | evaluation
+def test_omniglot_counts_shapes_names(real_omniglot):
+    og = real_omniglot
+    assert og.images.shape == (1623, 20, 400)
+    assert og.images.dtype == np.float32
+    assert og.n_background == 964
+    assert len(og.names) == 1623
+    assert all(re.fullmatch(r"[^/]+/character\d\d", n) for n in og.names)
+    assert og.names[963].split("/")[0] != og.names[964].split("/")[0]  # background | evaluation
 
 
-@needs_omniglot
-def test_omniglot_polarity_and_range(omniglot):
-    x = omniglot.images
+def test_omniglot_polarity_and_range(real_omniglot):
+    x = real_omniglot.images
     assert x.min() >= 0.0 and x.max() <= 1.0
     assert x.mean() < 0.2                                   # ink is the minority, and ink = 1
     assert (x < 0.05).mean() > 0.5                          # background mostly 0
@@ -59,60 +51,53 @@ def test_omniglot_polarity_and_range(omniglot):
     assert (x.max(axis=-1) > 0.25).all()                    # every image has ink (some are single dots)
 
 
-@needs_omniglot
-def test_omniglot_matches_pillow_resize_of_the_png(omniglot):
-    with zipfile.ZipFile(REAL_DIR / "omniglot" / "images_evaluation.zip") as zf:
+def test_omniglot_matches_pillow_resize_of_the_png(real_omniglot, data_dir):
+    with zipfile.ZipFile(data_dir / "omniglot" / "images_evaluation.zip") as zf:
         member = next(n for n in zf.namelist() if n.endswith("1000_07.png"))
         im = Image.open(io.BytesIO(zf.read(member)))
         ink = Image.fromarray((~np.asarray(im)).astype(np.float32), mode="F")
     small = np.clip(np.asarray(ink.resize((20, 20), Image.Resampling.LANCZOS)), 0, 1).reshape(-1)
-    np.testing.assert_allclose(omniglot.images[999, 6], small, atol=1e-5)
+    np.testing.assert_allclose(real_omniglot.images[999, 6], small, atol=1e-5)
 
 
-@needs_omniglot
-def test_cached_load_is_fast_and_not_in_readonly_data_dir(omniglot):
+def test_cached_load_is_fast_and_not_in_readonly_data_dir(real_omniglot, data_dir):
     seconds = []
     for _ in range(2):                     # the best of two, so that a busy CI box does not flake
         t0 = time.perf_counter()
-        again = datasets.load_omniglot(REAL_DIR, download=False)
+        again = omniglot.load_omniglot(data_dir, download=False)
         seconds.append(time.perf_counter() - t0)
     assert min(seconds) < 1.0
-    np.testing.assert_array_equal(again.images, omniglot.images)
-    cache = files.cache_dir_for(REAL_DIR)
-    if not files._is_writable(REAL_DIR):
-        assert REAL_DIR.resolve() not in cache.resolve().parents
+    np.testing.assert_array_equal(again.images, real_omniglot.images)
+    cache = files.cache_dir_for(data_dir)
+    if not files._is_writable(data_dir):
+        assert data_dir.resolve() not in cache.resolve().parents
     assert list(cache.glob("omniglot_20x20_*.npz"))
 
 
-@needs_omniglot
-def test_full_resolution_images_downscale_to_the_plain_ones(omniglot):
-    full = datasets.load_omniglot_full(REAL_DIR, download=False)
+def test_full_resolution_images_downscale_to_the_plain_ones(real_omniglot, data_dir):
+    full = omniglot.load_omniglot_full(data_dir, download=False)
     assert full.shape == (1623, 20, 105, 105) and full.dtype == bool
     assert 0.02 < full.mean() < 0.2
     for c, d in [(0, 0), (964, 19), (1622, 5)]:
-        np.testing.assert_allclose(datasets.downscale(full[c, d]), omniglot.images[c, d], atol=1e-6)
+        np.testing.assert_allclose(downscale(full[c, d]), real_omniglot.images[c, d], atol=1e-6)
 
 
-@needs_mnist
-def test_mini_mnist_shape_range_polarity_and_seed():
-    m = datasets.load_mini_mnist(REAL_DIR, download=False)
+def test_mini_mnist_shape_range_polarity_and_seed(mnist_dir):
+    m = mnist.load_mini_mnist(mnist_dir, download=False)
     assert m.shape == (10, 20, 400) and m.dtype == np.float32
     assert m.min() >= 0 and m.max() <= 1 and 0.05 < m.mean() < 0.3
-    np.testing.assert_array_equal(m, datasets.load_mini_mnist(REAL_DIR, seed=0, download=False))
-    assert not np.array_equal(m, datasets.load_mini_mnist(REAL_DIR, seed=1, download=False))
+    np.testing.assert_array_equal(m, mnist.load_mini_mnist(mnist_dir, seed=0, download=False))
+    assert not np.array_equal(m, mnist.load_mini_mnist(mnist_dir, seed=1, download=False))
 
 
-@needs_mnist
-def test_mnist_test_set_counts():
-    images, labels = datasets.load_mnist_test(REAL_DIR, download=False)
+def test_mnist_test_set_counts(mnist_dir):
+    images, labels = mnist.load_mnist_test(mnist_dir, download=False)
     assert images.shape == (10000, 28, 28)
     assert np.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-@needs_omniglot
-@needs_mnist
-def test_check_command_verifies_real_files(capsys):
-    assert datasets.main(["check", "--data-dir", str(REAL_DIR)]) == 0
+def test_check_command_verifies_real_files(data_dir, mnist_dir, capsys):
+    assert cli.main(["check", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
     assert "964 characters, 19280 images" in out and "659 characters, 13180 images" in out
 
@@ -145,7 +130,7 @@ def _write_zip(path, stem, ids, drawers=range(1, 21), corrupt=None):
 @pytest.fixture
 def fake_omniglot(tmp_path, monkeypatch):
     """A data dir with two tiny Omniglot zips (3 + 2 characters x 20 drawers)."""
-    monkeypatch.setattr(datasets, "OMNIGLOT_PARTS", SMALL_PARTS)
+    monkeypatch.setattr(omniglot, "OMNIGLOT_PARTS", SMALL_PARTS)
     monkeypatch.setenv("FLMN_CACHE_DIR", str(tmp_path / "user_cache"))
     root = tmp_path / "data"
     for stem, first, last in SMALL_PARTS:
@@ -154,11 +139,11 @@ def fake_omniglot(tmp_path, monkeypatch):
 
 
 def test_fake_omniglot_loads_with_ids_drawers_and_polarity(fake_omniglot):
-    og = datasets.load_omniglot(fake_omniglot)
+    og = omniglot.load_omniglot(fake_omniglot)
     assert og.images.shape == (5, 20, 400) and og.n_background == 3
     assert og.names == ["Alpha1/character01", "Alpha0/character02", "Alpha1/character03",
                         "Alpha0/character04", "Alpha1/character05"]
-    full = datasets.load_omniglot_full(fake_omniglot)
+    full = omniglot.load_omniglot_full(fake_omniglot)
     assert full.shape == (5, 20, 105, 105)
     for c, d in [(0, 0), (4, 19), (2, 7)]:
         assert set(np.flatnonzero(full[c, d].any(axis=1))) == {11 + c, 61 + d}   # class c = id c+1
@@ -168,11 +153,11 @@ def test_fake_omniglot_loads_with_ids_drawers_and_polarity(fake_omniglot):
 
 
 def test_cache_written_in_writable_data_dir_and_reused(fake_omniglot, monkeypatch):
-    first = datasets.load_omniglot(fake_omniglot)
+    first = omniglot.load_omniglot(fake_omniglot)
     assert len(list((fake_omniglot / ".cache").glob("*.npz"))) == 2
-    monkeypatch.setattr(datasets, "decode_omniglot_zip", lambda *a: pytest.fail("cache not used"))
-    np.testing.assert_array_equal(datasets.load_omniglot(fake_omniglot).images, first.images)
-    assert datasets.load_omniglot_full(fake_omniglot).shape == (5, 20, 105, 105)
+    monkeypatch.setattr(omniglot, "decode_omniglot_zip", lambda *a: pytest.fail("cache not used"))
+    np.testing.assert_array_equal(omniglot.load_omniglot(fake_omniglot).images, first.images)
+    assert omniglot.load_omniglot_full(fake_omniglot).shape == (5, 20, 105, 105)
 
 
 def test_cache_goes_to_fallback_when_data_dir_readonly(fake_omniglot, tmp_path, monkeypatch):
@@ -180,7 +165,7 @@ def test_cache_goes_to_fallback_when_data_dir_readonly(fake_omniglot, tmp_path, 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     os.chmod(fake_omniglot, 0o555)
     try:
-        datasets.load_omniglot(fake_omniglot)
+        omniglot.load_omniglot(fake_omniglot)
         assert not (fake_omniglot / ".cache").exists()
         assert len(list((tmp_path / "xdg" / "flmn_np").glob("omniglot_*.npz"))) == 2
     finally:
@@ -188,23 +173,23 @@ def test_cache_goes_to_fallback_when_data_dir_readonly(fake_omniglot, tmp_path, 
 
 
 def test_cache_dir_argument_wins(fake_omniglot, tmp_path):
-    datasets.load_omniglot(fake_omniglot, cache_dir=tmp_path / "mine")
+    omniglot.load_omniglot(fake_omniglot, cache_dir=tmp_path / "mine")
     assert len(list((tmp_path / "mine").glob("*.npz"))) == 2
 
 
 def test_damaged_cache_is_rebuilt(fake_omniglot):
-    first = datasets.load_omniglot(fake_omniglot)
+    first = omniglot.load_omniglot(fake_omniglot)
     for f in (fake_omniglot / ".cache").glob("*.npz"):
         f.write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="rebuilding"):
-        again = datasets.load_omniglot(fake_omniglot)
+        again = omniglot.load_omniglot(fake_omniglot)
     np.testing.assert_array_equal(again.images, first.images)
 
 
 def test_changed_zip_gets_a_new_cache_key(fake_omniglot):
-    datasets.load_omniglot(fake_omniglot)
+    omniglot.load_omniglot(fake_omniglot)
     _write_zip(fake_omniglot / "omniglot" / "images_evaluation.zip", "images_evaluation", [5, 4])
-    datasets.load_omniglot(fake_omniglot)
+    omniglot.load_omniglot(fake_omniglot)
     assert len(list((fake_omniglot / ".cache").glob("omniglot_20x20_*.npz"))) == 2
 
 
@@ -219,14 +204,14 @@ def test_truncated_zip_raises_dataerror_naming_file(fake_omniglot):
     path = fake_omniglot / "omniglot" / "images_background.zip"
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(DataError) as err:
-        datasets.load_omniglot(fake_omniglot)
+        omniglot.load_omniglot(fake_omniglot)
     _assert_one_line(err, "images_background.zip", "truncated or corrupt")
 
 
 def test_wrong_character_count_raises_dataerror(fake_omniglot):
     _write_zip(fake_omniglot / "omniglot" / "images_evaluation.zip", "images_evaluation", [4])
     with pytest.raises(DataError) as err:
-        datasets.load_omniglot(fake_omniglot)
+        omniglot.load_omniglot(fake_omniglot)
     _assert_one_line(err, "images_evaluation.zip", "has 1 characters, expected 2")
 
 
@@ -234,7 +219,7 @@ def test_missing_drawer_raises_dataerror(fake_omniglot):
     _write_zip(fake_omniglot / "omniglot" / "images_background.zip", "images_background",
                [1, 2, 3], drawers=range(1, 20))
     with pytest.raises(DataError) as err:
-        datasets.load_omniglot(fake_omniglot)
+        omniglot.load_omniglot(fake_omniglot)
     _assert_one_line(err, "images_background.zip", "drawers")
 
 
@@ -242,7 +227,7 @@ def test_corrupt_png_raises_and_leaves_no_partial_cache(fake_omniglot):
     _write_zip(fake_omniglot / "omniglot" / "images_evaluation.zip", "images_evaluation", [4, 5],
                corrupt="0005_13.png")
     with pytest.raises(DataError) as err:
-        datasets.load_omniglot(fake_omniglot)
+        omniglot.load_omniglot(fake_omniglot)
     _assert_one_line(err, "0005_13.png", "images_evaluation.zip")
     cache = fake_omniglot / ".cache"
     assert not cache.exists() or list(cache.iterdir()) == []
@@ -262,7 +247,7 @@ def test_failed_cache_write_leaves_no_temp_file(tmp_path):
 
 def test_missing_files_without_download(tmp_path):
     with pytest.raises(DataError) as err:
-        datasets.load_omniglot(tmp_path, download=False)
+        omniglot.load_omniglot(tmp_path, download=False)
     _assert_one_line(err, "omniglot/images_background.zip", "omniglot/images_evaluation.zip",
                      str(tmp_path), "download=False")
 
@@ -277,7 +262,7 @@ def test_offline_download_fails_fast_with_instructions(tmp_path, monkeypatch):
     monkeypatch.setattr(files, "_urlopen", offline)
     t0 = time.perf_counter()
     with pytest.raises(DataError) as err:
-        datasets.load_mini_mnist(tmp_path)
+        mnist.load_mini_mnist(tmp_path)
     assert time.perf_counter() - t0 < 2
     assert len(calls) == 1 and calls[0][1] <= files.DOWNLOAD_TIMEOUT_S  # gives up after one failure
     _assert_one_line(err, "mnist/t10k-images-idx3-ubyte.gz", "mnist/t10k-labels-idx1-ubyte.gz", "no network")
@@ -291,9 +276,8 @@ class _FakeResponse(io.BytesIO):
         return False
 
 
-@needs_mnist
-def test_download_verifies_and_writes_atomically(tmp_path, monkeypatch):
-    real = (REAL_DIR / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()
+def test_download_verifies_and_writes_atomically(mnist_dir, tmp_path, monkeypatch):
+    real = (mnist_dir / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()
     monkeypatch.setattr(files, "_urlopen", lambda url, timeout: _FakeResponse(real))
     (path,) = files.require_files(tmp_path, ["t10k-labels-idx1-ubyte.gz"], download=True)
     assert path == tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
@@ -341,19 +325,19 @@ def fake_mnist(tmp_path):
 
 
 def test_fake_mini_mnist(fake_mnist):
-    m = datasets.load_mini_mnist(fake_mnist, per_digit=2, seed=0, download=False)
+    m = mnist.load_mini_mnist(fake_mnist, per_digit=2, seed=0, download=False)
     assert m.shape == (10, 2, 400) and m.dtype == np.float32
     rows = m.reshape(10, 2, 20, 20).mean(axis=(1, 3)).argmax(axis=1)       # the bar's row per digit
     assert (np.diff(rows) > 0).all()                                      # digit d in row d
     with pytest.raises(DataError, match="need 4"):
-        datasets.load_mini_mnist(fake_mnist, per_digit=4, download=False)
+        mnist.load_mini_mnist(fake_mnist, per_digit=4, download=False)
 
 
 def test_truncated_idx_raises(fake_mnist):
     path = fake_mnist / "mnist" / "t10k-images-idx3-ubyte.gz"
     _write_idx(path, 2051, (30, 28, 28), bytes(100))
     with pytest.raises(DataError) as err:
-        datasets.load_mini_mnist(fake_mnist, per_digit=2, download=False)
+        mnist.load_mini_mnist(fake_mnist, per_digit=2, download=False)
     _assert_one_line(err, "t10k-images-idx3-ubyte.gz", "truncated")
 
 
@@ -361,38 +345,58 @@ def test_bad_magic_and_not_gzip_and_cut_gzip_raise(fake_mnist):
     path = fake_mnist / "mnist" / "t10k-labels-idx1-ubyte.gz"
     _write_idx(path, 1234, (30,), bytes(30))
     with pytest.raises(DataError, match="magic number 1234"):
-        datasets.read_idx(path)
+        mnist.read_idx(path)
     _write_idx(path, 2049, (30,), bytes(30), compress=False)
     with pytest.raises(DataError, match="not a readable gzip"):
-        datasets.read_idx(path)
+        mnist.read_idx(path)
     _write_idx(path, 2049, (30,), bytes(30))
     path.write_bytes(path.read_bytes()[:-12])
     with pytest.raises(DataError) as err:
-        datasets.read_idx(path)
+        mnist.read_idx(path)
     _assert_one_line(err, str(path))
+
+
+# ----------------------------------------------------------------------------- episode sources
+
+def test_omniglot_data_gives_the_experiments_images_and_augmentation(fake_omniglot):
+    plain, aug = sources.omniglot_data(SimpleNamespace(experiment=1, rotations90=False), fake_omniglot)
+    assert plain.shape == (5, 20, 400) and aug == {"full_images": None, "augment": False}
+    turned, aug = sources.omniglot_data(SimpleNamespace(experiment=2, rotations90=True), fake_omniglot)
+    assert turned.shape == (20, 20, 400) and aug["augment"]
+    assert aug["full_images"].shape == (20, 20, 105, 105)
+    np.testing.assert_array_equal(turned[:5], plain)                     # plain classes come first
+    np.testing.assert_array_equal(aug["full_images"][5 + 2, 3], np.rot90(aug["full_images"][2, 3]))
+
+
+def test_mnist_source_refuses_episodes_larger_than_mini_mnist(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "load_mini_mnist", lambda data_dir: np.zeros((10, 20, 400), np.float32))
+    source = sources.mnist_source(SimpleNamespace(classes=5, samples=10), tmp_path)
+    assert source.images.shape == (10, 20, 400) and source.class_ids.tolist() == list(range(10))
+    with pytest.raises(DataError, match="need 12 classes of 10"):
+        sources.mnist_source(SimpleNamespace(classes=12, samples=10), tmp_path)
 
 
 # ----------------------------------------------------------------------------- splits, paths, resize
 
 def test_paper_split_disjoint_covering_reproducible():
-    train, test = datasets.paper_split(seed=3)
+    train, test = splits.paper_split(seed=3)
     assert train.size == 1209 and test.size == 414
     assert train.dtype == np.int64 and test.dtype == np.int64
     assert (np.diff(train) > 0).all() and (np.diff(test) > 0).all()
     assert np.intersect1d(train, test).size == 0
     np.testing.assert_array_equal(np.union1d(train, test), np.arange(1623))
-    again = datasets.paper_split(seed=3)
+    again = splits.paper_split(seed=3)
     np.testing.assert_array_equal(again[0], train)
-    assert not np.array_equal(datasets.paper_split(seed=4)[0], train)
+    assert not np.array_equal(splits.paper_split(seed=4)[0], train)
 
 
 def test_background_and_make_split():
-    train, test = datasets.make_split("background", seed=0)
+    train, test = splits.make_split("background", seed=0)
     np.testing.assert_array_equal(train, np.arange(964))
     np.testing.assert_array_equal(test, np.arange(964, 1623))
-    np.testing.assert_array_equal(datasets.make_split("paper", 7)[1], datasets.paper_split(7)[1])
+    np.testing.assert_array_equal(splits.make_split("paper", 7)[1], splits.paper_split(7)[1])
     with pytest.raises(ValueError, match="unknown split"):
-        datasets.make_split("random", 0)
+        splits.make_split("random", 0)
 
 
 def test_resolve_data_dir_precedence(monkeypatch):
@@ -403,25 +407,20 @@ def test_resolve_data_dir_precedence(monkeypatch):
     assert files.resolve_data_dir("here") == Path("here")
 
 
-def test_data_reexports_the_datafiles_names_callers_use():
-    assert datasets.DataError is files.DataError
-    assert datasets.resolve_data_dir is files.resolve_data_dir
-
-
 def test_resize_matrix_reproduces_pillow():
     img = (np.random.default_rng(0).random((105, 105)) < 0.1).astype(np.float32)
     pil = np.asarray(Image.fromarray(img, mode="F").resize((20, 20), Image.Resampling.LANCZOS))
-    A = datasets.resize_matrix(105, 20)
+    A = resize_matrix(105, 20)
     np.testing.assert_allclose(A @ img @ A.T, pil, atol=1e-6)
     np.testing.assert_allclose(A.sum(axis=1), 1.0, atol=1e-6)
-    small = datasets.downscale(np.stack([img, img]))
+    small = downscale(np.stack([img, img]))
     assert small.shape == (2, 400) and small.min() >= 0 and small.max() <= 1
 
 
 # ----------------------------------------------------------------------------- CLI
 
 def test_check_reports_missing_files(tmp_path, capsys):
-    assert datasets.main(["check", "--data-dir", str(tmp_path)]) == 1
+    assert cli.main(["check", "--data-dir", str(tmp_path)]) == 1
     assert "missing" in capsys.readouterr().out
 
 
@@ -430,12 +429,12 @@ def test_show_writes_a_png(fake_omniglot, tmp_path, augment):
     out = tmp_path / "episode.png"
     args = ["show", "--out", str(out), "--data-dir", str(fake_omniglot), "--classes", "3",
             "--samples", "2", "--no-download"] + (["--augment"] if augment else [])
-    assert datasets.main(args) == 0
+    assert cli.main(args) == 0
     assert Image.open(out).size[0] > 100
 
 
 def test_show_rejects_bad_flags(capsys):
     with pytest.raises(SystemExit):
-        datasets.main(["show", "--out", "x.png", "--dataset", "cifar"])
+        cli.main(["show", "--out", "x.png", "--dataset", "cifar"])
     with pytest.raises(SystemExit):
-        datasets.main(["show", "--out", "x.png", "--dataset", "mnist", "--augment"])
+        cli.main(["show", "--out", "x.png", "--dataset", "mnist", "--augment"])

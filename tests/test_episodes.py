@@ -1,11 +1,12 @@
-"""flmn_np.data.episodes: episode structure, label input, instance index, seeding, and the Prefetcher."""
+"""flmn_np.data.episodes: episode structure, label input, instance index, seeding, batches from an
+EpisodeSource, and the Prefetcher."""
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from flmn_np.data.episodes import Prefetcher, instance_index, sample_episodes
+from flmn_np.data.episodes import EpisodeSource, Prefetcher, draw_batch, instance_index, sample_episodes
 
 N_CLASSES, N_DRAWERS = 30, 20
 
@@ -111,6 +112,17 @@ def _make_batch(step):
 
 def _collect(pf, n):
     return [(s, b[0], b[1].copy()) for s, b in zip(range(n), pf)]
+
+
+def test_draw_batch_draws_from_the_source_classes_with_instance_index(images):
+    source = EpisodeSource(images, np.array([2, 3, 7, 11, 19]), {})
+    x, y, inst = draw_batch(source, 6, 3, 4, np.random.default_rng(5))
+    x0, y0 = sample_episodes(images, source.class_ids, 6, 3, 4, np.random.default_rng(5))
+    np.testing.assert_array_equal(x, x0)                       # the same draws, in the same order
+    np.testing.assert_array_equal(y, y0)
+    assert set(np.unique(x[..., 0]).astype(int)) <= {2, 3, 7, 11, 19}
+    np.testing.assert_array_equal(inst, instance_index(y))
+    assert inst.max() == 3 and (np.sort(inst, axis=1) == np.repeat(np.arange(4), 3)).all()
 
 
 @pytest.mark.parametrize("enabled", [True, False])

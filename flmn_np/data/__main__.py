@@ -1,7 +1,7 @@
-"""`python -m flmn_np.data show ...`: the data command (see datasets.main)."""
+"""`python -m flmn_np.data check|show ...`: the data command (see data.cli)."""
 import sys
 
-from .datasets import main
+from .cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

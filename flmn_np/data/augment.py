@@ -1,4 +1,4 @@
-"""Experiment II augmentation: rotate and shift every image at 105x105, then downscale.   [SPEC "Data"]
+"""Experiment II augmentation: rotate and shift every image at 105x105, then downscale.   [FLMN §5.3]
 
 Each image gets its own angle ~ U[-pi/16, pi/16] and shifts dx, dy ~ U[-10, 10] pixels. The
 forward map, in (x = column, y = row) pixel coordinates about the centre pixel c = (52, 52), is
@@ -12,7 +12,7 @@ How: the rotation is three shears, R = X(-tan(a/2)) Y(sin a) X(-tan(a/2)) (Paeth
 whole-pixel shift of every row (or column) by its own amount. A row shift is one fancy-indexing
 copy of a sliding-window view, for all images at once, so a batch of 800 images costs a few
 copies instead of a per-pixel gather; nearest-neighbour shears move pixels without holes or
-duplicates. Then data.downscale, the same Pillow-LANCZOS matrix as the plain images, so angle 0
+duplicates. Then images.downscale, the same Pillow-LANCZOS matrix as the plain images, so angle 0
 and shift 0 give back the plain 20x20 image exactly.
 
 Santoro et al.'s optional extra classes (90/180/270-degree rotations): rotate_classes_90.
@@ -20,7 +20,7 @@ Santoro et al.'s optional extra classes (90/180/270-degree rotations): rotate_cl
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .datasets import downscale
+from .images import downscale
 
 MAX_ANGLE = np.pi / 16      # radians
 MAX_SHIFT = 10.0            # pixels at 105x105

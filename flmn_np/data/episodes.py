@@ -1,17 +1,23 @@
-"""One-shot episodes: sampling, instance counts, and a one-batch prefetcher.
-(The label input, onehot(y[t-1]) at step t, is ops.previous_label_onehot.)
+"""One-shot episodes: sampling, batches, instance counts, and a one-batch prefetcher.
+(The label input, onehot(y[t-1]) at step t, is core.ops.previous_label_onehot.)
 
-[SPEC "The one-shot task"] An episode draws C classes, gives them a fresh random assignment of the
-labels 0..C-1, and presents S samples (distinct drawers) of each class in random order:
-T = C*S steps. At step t the model sees x_t and the one-hot label of step t-1 (zeros at t = 0).
+The one-shot task [FLMN §5; docs/model.md]: an episode draws C classes, gives them a fresh random
+assignment of the labels 0..C-1, and presents S samples (distinct drawers) of each class in random
+order: T = C*S steps. At step t the model sees x_t and the one-hot label of step t-1 (zeros at t = 0).
+
+Training, validation and evaluation all take their batches from draw_batch over an EpisodeSource
+(the images and the classes allowed; data.sources builds them for a run).
 
 Everything random comes from the Generator the caller passes in (the trainer makes one per step,
 default_rng((seed, step))), so a batch depends only on its step: no hidden RNG state here.
 """
 import queue
 import threading
+from typing import NamedTuple
 
 import numpy as np
+
+from .augment import augment_images
 
 
 def _random_orderings(rng, shape, n):
@@ -22,7 +28,7 @@ def _random_orderings(rng, shape, n):
 
 def sample_episodes(images, class_ids, batch_size, n_classes, samples_per_class, rng,
                     full_images=None, augment=False):
-    """A batch of episodes.   [SPEC "The one-shot task"]
+    """A batch of episodes.   [FLMN §5]
 
     images       (n_all_classes, n_drawers, 400) float32, the plain 20x20 images
     class_ids    (K,) int, the classes episodes may use (e.g. a split's train ids), K >= C
@@ -40,7 +46,7 @@ def sample_episodes(images, class_ids, batch_size, n_classes, samples_per_class,
     """
     source = full_images if augment else images
     if source is None:
-        raise ValueError("augment=True needs full_images (data.load_omniglot_full)")
+        raise ValueError("augment=True needs full_images (omniglot.load_omniglot_full)")
     class_ids = np.asarray(class_ids, dtype=np.int64)
     n_drawers = source.shape[1]
     if not 0 < n_classes <= class_ids.size:
@@ -57,7 +63,6 @@ def sample_episodes(images, class_ids, batch_size, n_classes, samples_per_class,
     drw = np.take_along_axis(drawers.reshape(B, T), order, axis=1)              # (B, T) drawer of each step
     if not augment:
         return images[cls, drw], y
-    from .augment import augment_images
     x = augment_images(full_images[cls, drw].reshape(B * T, *full_images.shape[2:]), rng)
     return x.reshape(B, T, -1), y
 
@@ -72,6 +77,22 @@ def instance_index(y):
     same = y[:, :, None] == y[:, None, :]                                  # (B, T, T) [t, s]
     earlier = np.tri(T, T, k=-1, dtype=bool)                               # s < t
     return np.sum(same & earlier, axis=-1, dtype=np.int64)
+
+
+class EpisodeSource(NamedTuple):
+    """Where episodes come from: an image array, the class ids to draw from, and the
+    sample_episodes keyword arguments of the experiment (full_images, augment)."""
+    images: np.ndarray
+    class_ids: np.ndarray
+    augment: dict
+
+
+def draw_batch(source, batch_size, classes, samples, rng):
+    """A batch of episodes on the host: x (B, T, 400) float32, y (B, T) int64 and the 0-based
+    presentation index of each step (B, T); all randomness from `rng`."""
+    x, y = sample_episodes(source.images, source.class_ids, batch_size, classes, samples, rng,
+                           **source.augment)
+    return x, y, instance_index(y)
 
 
 _STOP = object()

@@ -1,15 +1,16 @@
-"""Data files: where they live, their checksums, downloads, and where caches go.   [SPEC "Data"]
+"""Data files: where they live, their checksums, downloads, and where caches go.
 
-Layout under the data directory (`--data-dir`, else env FLMN_DATA_DIR, else `data`):
+Layout under the data directory (resolve_data_dir: `--data-dir`, else env FLMN_DATA_DIR, else `data`):
 
     omniglot/images_background.zip   964 characters (ids 0001-0964) x 20 drawers, 105x105 PNGs
     omniglot/images_evaluation.zip   659 characters (ids 0965-1623)
     mnist/t10k-images-idx3-ubyte.gz  MNIST test set (miniMNIST is drawn from it)
     mnist/t10k-labels-idx1-ubyte.gz
 
-KNOWN_FILES gives each file's URLs and the hashes it may have: sha256 of our copies, md5 of the
-canonical files. A missing file is downloaded (unless download=False), checked against those
-hashes and written atomically; without a network the first failure stops all further tries.
+KNOWN_FILES gives each file's URLs and the hashes it may have: the sha256 listed in
+data/README.md, or the md5 of the canonical files. A missing file is downloaded (unless
+download=False), checked against those hashes and written atomically; without a network the
+first failure stops all further tries.
 
 Caches go under `<data_dir>/.cache/`, or, when the data directory is read-only, under env
 FLMN_CACHE_DIR, else $XDG_CACHE_HOME/flmn_np, else ~/.cache/flmn_np.
@@ -36,8 +37,8 @@ class FileSpec(NamedTuple):
     """A known data file: where it lives, where to get it, and the hashes it may have."""
     relpath: str                  # relative to the data directory
     urls: tuple                   # tried in order by download
-    sha256: frozenset             # our copies (see /work/shared/data/SHA256SUMS)
-    md5: frozenset = frozenset()  # canonical files that differ byte-wise from ours
+    sha256: frozenset             # accepted copies (the table in data/README.md)
+    md5: frozenset = frozenset()  # canonical files, where they differ byte-wise from those
 
 
 KNOWN_FILES = {
@@ -71,8 +72,8 @@ class DataError(Exception):
 # ----------------------------------------------------------------------------- data directory and caches
 
 def resolve_data_dir(arg=None):
-    """The data directory: `arg` if given, else env FLMN_DATA_DIR, else `data` (as given, relative
-    to the working directory)."""
+    """The data directory: `arg` (a --data-dir option) if given, else env FLMN_DATA_DIR, else
+    `data` (as given, relative to the working directory). The one place this is decided."""
     if arg is not None:
         return Path(arg)
     return Path(os.environ.get("FLMN_DATA_DIR", "data"))
@@ -80,7 +81,7 @@ def resolve_data_dir(arg=None):
 
 def _is_writable(path):
     """True if `path` is a directory we may write to. Mode bits count even for root, so a
-    directory marked read-only (like the shared data) is treated as read-only."""
+    directory marked read-only (like a shared, read-only copy) is treated as read-only."""
     try:
         mode = Path(path).stat().st_mode
     except OSError:
