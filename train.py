@@ -1,5 +1,5 @@
 """Train FLMN or MANN on one-shot Omniglot episodes. `python train.py --help` lists the flags;
-with none it trains FLMN, Experiment I, with the paper's settings (see flmn_np/training.py)."""
+with none it trains FLMN, Experiment I, with the paper's settings (see flmn_np/runs/training.py)."""
 import sys
 
 from flmn_np.runs.training import main

@@ -1,4 +1,4 @@
-"""An independent PyTorch (eager, autograd) implementation of the FLMN episode of SPEC.md, kept
+"""An independent PyTorch (eager, autograd) implementation of the FLMN episode of docs/model.md, kept
 outside the package (flmn-np itself uses no deep-learning framework). Two uses:
 
   --check  its autograd gradients against flmn_np's hand-derived ones (float64, tiny sizes)
@@ -22,8 +22,16 @@ from flmn_np.bench import bench as flmn_np_bench                     # noqa: E40
 from flmn_np.core.models import ModelConfig, init_params, loss_and_grads  # noqa: E402
 
 
+def cosine_denominator(k, M, placement, eps=1e-8):
+    """The cosine's denominator for k (B, W), M (B, N, W), by the epsilon's placement:
+    'product' |k| |M| + eps (the true cosine, the default), 'inside' sqrt(k.k + eps) sqrt(M.M + eps)."""
+    if placement == "product":
+        return torch.sqrt((k * k).sum(-1, keepdim=True)) * torch.sqrt((M * M).sum(-1)) + eps
+    return torch.sqrt((k * k).sum(-1, keepdim=True) + eps) * torch.sqrt((M * M).sum(-1) + eps)
+
+
 def flmn_loss(p, x, y, cfg):
-    """Mean cross-entropy of FLMN over an episode batch, written straight from SPEC.md."""
+    """Mean cross-entropy of FLMN over an episode batch, written straight from docs/model.md."""
     B, T, D = x.shape
     H, N, W, C = cfg.hidden, cfg.n_slots, cfg.width, cfg.n_classes
     y_prev = torch.zeros(B, T, C, dtype=x.dtype)
@@ -47,8 +55,7 @@ def flmn_loss(p, x, y, cfg):
         w_wf = g * w_r + (1 - g) * w_lu                                              # eq 6
         M_f = M_f * (1 - w_lu)[:, :, None] + w_wf[:, :, None] * a_f[:, None, :]      # eq 7-8
         M_l = M_l + w_wf_prev[:, :, None] * a_l[:, None, :]                          # eq 9-10
-        K = (M_f @ k[:, :, None])[:, :, 0] / (
-            torch.sqrt((k * k).sum(-1, keepdim=True) + 1e-8) * torch.sqrt((M_f * M_f).sum(-1) + 1e-8))
+        K = (M_f @ k[:, :, None])[:, :, 0] / cosine_denominator(k, M_f, cfg.cosine_eps)
         w_r = torch.softmax(K, -1)                                                   # eq 1-2
         r = (w_r[:, None, :] @ M_l)[:, 0]                                            # eq 3
         with torch.no_grad():                                                        # eq 4-5
@@ -60,8 +67,9 @@ def flmn_loss(p, x, y, cfg):
     return torch.nn.functional.cross_entropy(logits.reshape(B * T, C), y.reshape(B * T))
 
 
-def check(seed=0):
-    cfg = ModelConfig(model="flmn", input_size=12, n_classes=3, hidden=7, slots=6, width=4)
+def check(seed=0, cosine_eps="product"):
+    cfg = ModelConfig(model="flmn", input_size=12, n_classes=3, hidden=7, slots=6, width=4,
+                      cosine_eps=cosine_eps)
     params = init_params(cfg, seed, np, "float64")
     rng = np.random.default_rng(seed)
     x, y = rng.random((3, 15, cfg.input_size)), rng.integers(0, 3, (3, 15))
@@ -69,7 +77,7 @@ def check(seed=0):
     p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     t_loss = flmn_loss(p, torch.tensor(x), torch.tensor(y), cfg)
     t_loss.backward()
-    print(f"loss: flmn_np {float(loss):.12f}, torch {t_loss.item():.12f}")
+    print(f"cosine eps {cosine_eps}: loss flmn_np {float(loss):.12f}, torch {t_loss.item():.12f}")
     worst = 0.0
     for k in params:
         a, b = grads[k], p[k].grad.numpy()
@@ -106,7 +114,7 @@ def main():
     args = parser.parse_args()
     ok = True
     if args.check:
-        ok = check()
+        ok = all([check(cosine_eps=placement) for placement in ("product", "inside")])
     if args.bench:
         torch.set_num_threads(args.threads)
         ms = bench_torch()

@@ -7,9 +7,20 @@ the median ms per step, episodes per second and peak memory. The GEMM floor is t
 the same step's matrix products alone: one step runs with the backend's matmul wrapped to
 record every operand pair (with its layout), then those products are replayed back to back
 and timed. step / floor says how much time goes to everything that is not a matrix product.
+
+It also counts the step's array operations, on the CPU whatever the backend (counting_ops):
+array_ops_per_step (and per time step) for the plain xp code, the path NumPy takes, each a
+Python dispatch there; and for the CuPy path, where kernels.py fuses parts of the step,
+cupy_fused_calls_per_step and cupy_launches_per_step: the same count with each fused call as
+one operation and views (slices, reshapes, transposes), which launch nothing, left out.
 """
 import argparse
+import collections
+import contextlib
+import functools
+import importlib
 import json
+import pkgutil
 import statistics
 import sys
 import time
@@ -17,6 +28,8 @@ import tracemalloc
 
 import numpy as np
 
+from . import core
+from .core import kernels, lstm
 from .core.backend import BACKENDS, BackendError, asarray, backend_name, get_xp
 from .core.models import ModelConfig, init_params, loss_and_grads
 from .core.optim import Adam
@@ -82,8 +95,187 @@ def peak_memory_mb(xp, fn):
     return peak / 2**20
 
 
+# --- counting array operations --------------------------------------------------------------
+#
+# One training step runs on array_api_strict (CPU) with every core module's array_namespace
+# patched to return a counting proxy of the namespace, and the strict Array's operators,
+# indexing and transposes wrapped. A call counts if no counted call is already running
+# (top-level calls only: what array_api_strict does inside an operation is not counted).
+# The count is the same whatever backend the step is timed on: the xp code is one code path.
+
+_ARRAY_PROPERTIES = ("mT", "T")          # counted: they make (transposed) arrays
+_NOT_OPERATIONS = {"__new__", "__repr__", "__str__", "__array__", "__buffer__", "__reduce__",
+                   "__array_namespace__", "__dlpack__", "__dlpack_device__", "__hash__",
+                   "__iter__", "__init_subclass__"}
+# Operations that only make a view of their input: no kernel launch on a GPU.
+VIEW_OPERATIONS = {"__getitem__", "mT", "T", "reshape", "permute_dims", "expand_dims",
+                   "squeeze", "matrix_transpose"}
+# Kinds for the summary (operator and namespace spellings of the same operation together).
+OPERATION_KINDS = {
+    "multiply": {"__mul__", "__rmul__", "__imul__", "multiply"},
+    "add/subtract": {"__add__", "__radd__", "__iadd__", "add", "__sub__", "__rsub__", "__isub__",
+                     "subtract", "__neg__", "negative"},
+    "divide": {"__truediv__", "__rtruediv__", "__itruediv__", "divide"},
+    "slice": {"__getitem__", "__setitem__"},
+    "product": {"matmul", "__matmul__", "__rmatmul__", "vecdot", "tensordot"},
+    "transpose/reshape": {"mT", "T", "permute_dims", "matrix_transpose", "reshape", "expand_dims"},
+    "concat/stack": {"concat", "stack"},
+    "reduction": {"sum", "max", "min", "argmin", "argmax", "argsort"},
+    "elementwise function": {"tanh", "exp", "log", "sqrt", "minimum", "maximum", "where", "abs"},
+}
+
+
+class OpCounter:
+    """Counts top-level calls by name; `counts` is a Counter."""
+
+    def __init__(self):
+        self.counts = collections.Counter()
+        self.depth = 0
+
+    def wrap(self, name, fn):
+        @functools.wraps(fn)
+        def counted(*args, **kwargs):
+            if self.depth == 0:
+                self.counts[name] += 1
+            self.depth += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.depth -= 1
+        return counted
+
+
+class _CountingNamespace:
+    """The array namespace with every function counted (other attributes passed through)."""
+
+    def __init__(self, xp, counter):
+        self._xp, self._counter, self._wrapped = xp, counter, {}
+
+    def __getattr__(self, name):
+        if name not in self._wrapped:
+            value = getattr(self._xp, name)
+            if callable(value) and not isinstance(value, type) and not name.startswith("_"):
+                value = self._counter.wrap(name, value)
+            self._wrapped[name] = value
+        return self._wrapped[name]
+
+
+def _plain_write(M_prev, w, a, keep):
+    """kernels.write_forward's CPU semantics: M = M_prev keep + w^T a (one head)."""
+    return M_prev * keep + w.mT * a
+
+
+# The plain xp code each fused CuPy kernel of kernels.py replaces (its CPU semantics), for
+# counting the CuPy path on the CPU: a fused call counts as one launch, its plain code as none.
+FUSED_STANDINS = {
+    "lstm_cell_forward": lambda z, c_prev: lstm.lstm_cell_forward(z, c_prev),
+    "lstm_cell_backward": lambda dh, dc, cache: lstm.lstm_cell_backward(dh, dc, cache),
+    "write_forward": _plain_write,
+}
+
+
+def _kernel_functions():
+    """Names of kernels.py's public functions that stand for a fused kernel."""
+    return [name for name, value in vars(kernels).items()
+            if callable(value) and not name.startswith("_") and name != "fused"
+            and getattr(value, "__module__", None) == kernels.__name__]
+
+
+def _core_modules():
+    return [importlib.import_module(f"{core.__name__}.{m.name}") for m in pkgutil.iter_modules(core.__path__)]
+
+
+@contextlib.contextmanager
+def counting_ops(fuse=False):
+    """Within the block, count the array operations done on array_api_strict arrays by the core
+    modules; yields the OpCounter. fuse=True takes the CuPy path's fused kernels: each call of a
+    kernels.py function counts once, as 'kernel:<name>', and runs its FUSED_STANDINS code uncounted."""
+    import array_api_strict
+    counter = OpCounter()
+    namespace = _CountingNamespace(array_api_strict, counter)
+    Array = type(array_api_strict.asarray(0.0))
+    saved = []
+
+    def patch(obj, name, value):
+        saved.append((obj, name, vars(obj)[name]))
+        setattr(obj, name, value)
+
+    try:
+        for module in _core_modules():
+            if "array_namespace" in vars(module):
+                patch(module, "array_namespace", lambda *arrays: namespace)
+        for name, value in list(vars(Array).items()):
+            if name in _ARRAY_PROPERTIES:
+                patch(Array, name, property(counter.wrap(name, value.fget)))
+            elif name.startswith("__") and callable(value) and name not in _NOT_OPERATIONS:
+                patch(Array, name, counter.wrap(name, value))
+        if fuse:
+            plain = [False]        # True while a stand-in runs: its own code takes the plain path
+            patch(kernels, "fused", lambda x: not plain[0])
+            for name in _kernel_functions():
+                def launch(*args, _name=name):
+                    if _name not in FUSED_STANDINS:
+                        raise NotImplementedError(f"kernels.{_name} has no CPU stand-in in bench.FUSED_STANDINS")
+                    if counter.depth == 0:
+                        counter.counts[f"kernel:{_name}"] += 1
+                    counter.depth += 1
+                    plain[0] = True
+                    try:
+                        return FUSED_STANDINS[_name](*args)
+                    finally:
+                        plain[0] = False
+                        counter.depth -= 1
+                patch(kernels, name, launch)
+        yield counter
+    finally:
+        for obj, name, value in reversed(saved):
+            setattr(obj, name, value)
+
+
+def count_ops(cfg, batch_size=16, samples_per_class=10, fuse=False):
+    """The array operations of one training step (forward, backward, Adam) of `cfg`, counted on
+    the CPU  ->  Counter {operation name: calls}. fuse: the CuPy path (see counting_ops)."""
+    import array_api_strict as xp
+    params = init_params(cfg, 0, xp)
+    opt = Adam(params)
+    x, y = random_batch(cfg, batch_size, samples_per_class, xp)
+    with counting_ops(fuse) as counter:
+        _, _, grads = loss_and_grads(params, x, y, cfg)
+        opt.step(params, grads)
+    return counter.counts
+
+
+def by_kind(counts):
+    """Totals per OPERATION_KINDS kind ('fused kernel' and 'other' for the rest)."""
+    kinds = collections.Counter()
+    for name, n in counts.items():
+        kind = next((k for k, names in OPERATION_KINDS.items() if name in names),
+                    "fused kernel" if name.startswith("kernel:") else "other")
+        kinds[kind] += n
+    return dict(kinds.most_common())
+
+
+def operation_counts(cfg, batch_size, samples_per_class=10):
+    """The counting fields of bench's result (see the module docstring)."""
+    T = cfg.n_classes * samples_per_class
+    counts = count_ops(cfg, batch_size, samples_per_class)
+    total = sum(counts.values())
+    result = {"array_ops_per_step": total, "array_ops_per_time_step": round(total / T, 1),
+              "ops_by_kind": by_kind(counts)}
+    try:
+        fused = count_ops(cfg, batch_size, samples_per_class, fuse=True)
+    except NotImplementedError as e:   # a kernel bench does not know yet
+        print(f"bench: fused count skipped: {e}", file=sys.stderr)
+        return result
+    launches = sum(n for name, n in fused.items() if name not in VIEW_OPERATIONS)
+    result.update(cupy_ops_per_step=sum(fused.values()),
+                  cupy_fused_calls_per_step=sum(n for name, n in fused.items() if name.startswith("kernel:")),
+                  cupy_launches_per_step=launches, cupy_launches_per_time_step=round(launches / T, 1))
+    return result
+
+
 def bench(model="flmn", batch_size=16, backend="numpy", reads=1, samples_per_class=10,
-          warmup=3, repeats=20):
+          warmup=3, repeats=20, count=True):
     xp = get_xp(backend)
     cfg = ModelConfig(model=model, reads=reads)
     params = init_params(cfg, 0, xp)
@@ -105,6 +297,7 @@ def bench(model="flmn", batch_size=16, backend="numpy", reads=1, samples_per_cla
         "ms_per_step": round(ms, 3), "episodes_per_s": round(batch_size / ms * 1e3, 1),
         "gemm_floor_ms": round(floor, 3), "floor_ratio": round(ms / floor, 2),
         "matmuls_per_step": len(calls), "peak_mem_mb": round(peak_memory_mb(xp, step), 1),
+        **(operation_counts(cfg, batch_size, samples_per_class) if count else {}),
     }
 
 
@@ -117,6 +310,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=20, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--ops", action="store_true", help="also print the array operations by kind")
     args = parser.parse_args(argv)
     try:
         result = bench(args.model, args.batch_size, args.backend, args.reads,
@@ -132,6 +326,14 @@ def main(argv=None):
               f"{r['ms_per_step']:.1f} ms/step, {r['episodes_per_s']:.0f} episodes/s, "
               f"GEMM floor {r['gemm_floor_ms']:.1f} ms ({r['matmuls_per_step']} products), "
               f"step/floor {r['floor_ratio']:.2f}, peak memory {r['peak_mem_mb']:.0f} MB")
+        print(f"array operations: {r['array_ops_per_step']} per step, "
+              f"{r['array_ops_per_time_step']} per time step (counted on the CPU)")
+        if "cupy_launches_per_step" in r:
+            print(f"CuPy path: {r['cupy_fused_calls_per_step']} fused kernel calls, "
+                  f"{r['cupy_launches_per_step']} kernel launches per step "
+                  f"({r['cupy_launches_per_time_step']} per time step; views not counted)")
+        if args.ops:
+            print("by kind: " + ", ".join(f"{kind} {n}" for kind, n in r["ops_by_kind"].items()))
     return 0
 
 

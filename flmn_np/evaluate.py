@@ -13,40 +13,23 @@ here equal the run's final evaluation in metrics.csv. --best evaluates the run's
 checkpoint chosen on validation classes, validation.py) instead of its latest checkpoint.npz.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
-from .data.augment import rotate_classes_90
-from .core.backend import (BACKENDS, BackendError, array_namespace, asarray, backend_name, get_xp,
-                      to_numpy)
+from .core.backend import BACKENDS, array_namespace, asarray, backend_name, get_xp, to_numpy
 from .runs.checkpoint import CHECKPOINT_NAME, CheckpointError, check_shapes, load_checkpoint
-from .runs.config import ConfigError, TrainConfig, int_at_least, model_config
-from .data.datasets import DataError, load_mini_mnist, load_omniglot, load_omniglot_full, resolve_data_dir
-from .data.episodes import instance_index, sample_episodes
+from .runs.config import check_episode_sizes, int_at_least, model_config
+from .data.episodes import EpisodeSource, draw_batch
+from .data.files import resolve_data_dir
+from .data.sources import mnist_source, omniglot_data
 from .runs.metrics import accuracy_on_host, format_accuracy_table, per_instance_counts
 from .core.models import forward, param_shapes
+from .runs.rundir import check_belongs, read_record, run_command, write_json
 from .runs.validation import BEST_NAME
 
 EVAL_BATCH = 50   # episodes per forward pass during evaluation
-
-
-class EpisodeSource(NamedTuple):
-    """Where episodes come from: an image array, the class ids to draw from, augmentation args."""
-    images: np.ndarray
-    class_ids: np.ndarray
-    augment: dict
-
-
-def draw_batch(source, batch_size, classes, samples, rng):
-    """A batch of episodes on the host: x (B, T, 400) float32, y (B, T) int64 and the 0-based
-    presentation index of each step (B, T); all randomness from `rng`."""
-    x, y = sample_episodes(source.images, source.class_ids, batch_size, classes, samples, rng,
-                           **source.augment)
-    return x, y, instance_index(y)
 
 
 def evaluate_params(params, mcfg, source, episodes, samples, seed, batch_size=EVAL_BATCH):
@@ -68,42 +51,20 @@ def evaluate_params(params, mcfg, source, episodes, samples, seed, batch_size=EV
     return accuracy_on_host(correct, total), float(to_numpy(loss_sum)) / episodes
 
 
-def omniglot_data(cfg, data_dir):
-    """(images, augment): the run's Omniglot images (n, 20, 400) and the sample_episodes keyword
-    arguments of its experiment (Experiment II: full-resolution images, rotated and shifted).
-    With --rotations90 every class is also there turned by 90/180/270 degrees, as class
-    i + k * 1623 (augment.rotate_classes_90); class ids below 1623 are the plain characters."""
-    images = load_omniglot(data_dir).images
-    full = load_omniglot_full(data_dir) if cfg.experiment == 2 else None
-    if cfg.rotations90:
-        images = rotate_classes_90(images)
-        full = None if full is None else rotate_classes_90(full)
-    return images, {"full_images": full, "augment": cfg.experiment == 2}
-
-
-def mnist_source(cfg, data_dir):
-    """EpisodeSource over the 10 miniMNIST digits (20 seeded images each, no augmentation)."""
-    images = load_mini_mnist(data_dir)
-    if cfg.classes > images.shape[0] or cfg.samples > images.shape[1]:
-        raise ConfigError(f"miniMNIST has {images.shape[0]} digits of {images.shape[1]} images; "
-                          f"this run's episodes need {cfg.classes} classes of {cfg.samples}")
-    return EpisodeSource(images, np.arange(images.shape[0]), {})
-
-
 # ---------------------------------------------------------------- command line
 
 def load_run(run_dir, checkpoint_name=CHECKPOINT_NAME):
-    """RUN_DIR -> (config.json record, TrainConfig, Checkpoint); CheckpointError if unusable."""
+    """RUN_DIR -> (config.json record, TrainConfig, Checkpoint), checked as --resume checks them:
+    a readable config.json, a readable checkpoint with finite values, saved by this run.
+    ConfigError / CheckpointError (one line) otherwise."""
     run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} holds no run (no config.json)")
-    record = json.loads(path.read_text())
+    record, cfg = read_record(run_dir)
     if checkpoint_name == BEST_NAME and not (run_dir / BEST_NAME).is_file():
         raise CheckpointError(f"{run_dir} has no {BEST_NAME}: only runs trained with "
                               f"--val-classes keep one")
     ckpt = load_checkpoint(run_dir / checkpoint_name)
-    return record, TrainConfig.from_dict(record["config"]), ckpt
+    check_belongs(ckpt, cfg, run_dir / checkpoint_name)
+    return record, cfg, ckpt
 
 
 def params_from_checkpoint(ckpt, mcfg, xp):
@@ -145,9 +106,12 @@ def run_evaluation(args):
     if args.dataset == "omniglot":
         images, augment = omniglot_data(cfg, data_dir)
         source = EpisodeSource(images, np.asarray(record["split"]["test_ids"]), augment)
+        check_episode_sizes(cfg, {"held-out test": source.class_ids.size}, images.shape[1])
     else:
         source = mnist_source(cfg, data_dir)
     seed = cfg.eval_seed if args.seed is None else args.seed
+    print(f"evaluating {args.run_dir} (step {ckpt.step}) on {args.episodes} {args.dataset} "
+          f"episodes", flush=True)
     acc, loss = evaluate_params(params, mcfg, source, args.episodes, cfg.samples, seed)
     title = (f"{cfg.model.upper()} exp {cfg.experiment} step {ckpt.step} {args.dataset}"
              + (" (best.npz)" if args.best else ""))
@@ -156,7 +120,7 @@ def run_evaluation(args):
                          backend_name(xp), loss, acc)
     name = f"eval_{args.dataset}{'_best' if args.best else ''}.json"
     out = Path(args.json or Path(args.run_dir) / name)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(f"wrote {out}")
     return result
 
@@ -170,14 +134,14 @@ def eval_record(run_dir, cfg, dataset, episodes, seed, step, backend, loss, acc)
 
 
 def main(argv=None):
-    """Command-line entry point; exit code 2 with a one-line message on any usage problem."""
+    """Command-line entry point: exit code 2 with a one-line message for a problem with the run,
+    the data or the system; 130 on Ctrl-C; never a traceback for those."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def evaluate():
         run_evaluation(args)
-    except (CheckpointError, ConfigError, BackendError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+    return run_command("evaluate", evaluate)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import sys
 import numpy as np
 
 from .core.backend import BACKENDS, asarray, get_xp, to_numpy, BackendError
-from .core.models import ModelConfig, forward, initial_state, loss_and_grads, param_shapes, step_forward
+from .core.models import (ModelConfig, forward, init_params, initial_state, loss_and_grads, param_shapes,
+                          step_forward)
 from .core.ops import previous_label_onehot
 
 TINY = dict(input_size=4, n_classes=3, hidden=5, width=3)
@@ -31,7 +32,6 @@ def rel_error(a, n, tiny=1e-30):
 def tiny_episode(cfg, seed=0, batch_size=2, steps=8):
     """Host float64 params, inputs and labels for a check (params scaled up x2 so gates and
     addressing are far from their linear regime)."""
-    from .core.models import init_params
     rng = np.random.default_rng(seed + 1000)
     params = {k: 2.0 * v for k, v in init_params(cfg, seed, np, "float64").items()}
     x = rng.random((batch_size, steps, cfg.input_size))

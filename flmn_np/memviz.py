@@ -9,12 +9,19 @@ head 1) over slots (rows) and steps (columns), with the episode's labels along t
 mark where the prediction was wrong. Every run is shown the same episode (same seed).
 """
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from .core.backend import BackendError, get_xp, to_numpy, asarray
-from .runs.checkpoint import CheckpointError
+from .core.backend import get_xp, to_numpy, asarray
+from .data.episodes import EpisodeSource, draw_batch
+from .data.files import atomic_write, resolve_data_dir
+from .data.sources import omniglot_data
+from .evaluate import load_run, params_from_checkpoint
+from .runs.config import check_episode_sizes, model_config
+from .runs.rundir import run_command
 from .core.models import initial_state, step_forward
 from .core.ops import previous_label_onehot
 
@@ -57,16 +64,14 @@ def same_class_lift(reads, writes, y):
 
 def load_trace(run_dir, data_dir, seed, backend="numpy"):
     """Load a run, draw one test episode of its split (seed `seed`) and trace it."""
-    from .runs.config import model_config
-    from .data.datasets import resolve_data_dir
-    from .evaluate import EpisodeSource, draw_batch, load_run, omniglot_data, params_from_checkpoint
     record, cfg, ckpt = load_run(run_dir)
     mcfg = model_config(cfg)
     xp = get_xp(backend)
     params = params_from_checkpoint(ckpt, mcfg, xp)
-    images, _ = omniglot_data(cfg.__class__(**{**cfg.to_dict(), "experiment": 1}),
+    images, _ = omniglot_data(dataclasses.replace(cfg, experiment=1),
                               resolve_data_dir(data_dir or cfg.data_dir))
     test_ids = np.asarray(record["split"]["test_ids"])
+    check_episode_sizes(cfg, {"held-out test": test_ids.size}, images.shape[1])
     x, y, _ = draw_batch(EpisodeSource(images, test_ids, {}), 1, mcfg.n_classes, cfg.samples,
                          np.random.default_rng(seed))
     reads, writes, preds = trace_episode(params, asarray(x, xp, "float32"), asarray(y, xp, "int64"), mcfg)
@@ -81,7 +86,7 @@ def plot_traces(traces, out):
     fig, axes = plt.subplots(2, len(traces), figsize=(6.5 * len(traces), 7.5), squeeze=False)
     for col, (label, reads, writes, preds, y) in enumerate(traces):
         T = len(y)
-        # Softmax over cosines in [-1, 1] gives flat read weights (no key strength in SPEC.md):
+        # Softmax over cosines in [-1, 1] gives flat read weights (no key strength [FLMN eq 2]):
         # the read row is shown centred and scaled per step so that its pattern is visible.
         centred = reads - reads.mean(axis=1, keepdims=True)
         centred /= np.abs(centred).max(axis=1, keepdims=True) + 1e-12
@@ -101,7 +106,8 @@ def plot_traces(traces, out):
                     ax.get_xticklabels()[t].set_color("red")
             fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fmt = Path(out).suffix.lstrip(".") or "png"
+    atomic_write(out, lambda f: fig.savefig(f, format=fmt, dpi=110))
     plt.close(fig)
 
 
@@ -112,12 +118,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="which test episode")
     parser.add_argument("--data-dir", type=str, default=None)
     args = parser.parse_args(argv)
-    from .data.datasets import DataError
-    try:
-        traces = [load_trace(d, args.data_dir, args.seed) for d in args.run_dirs]
-    except (CheckpointError, DataError, BackendError, ValueError) as e:
-        print(f"memviz: error: {e}", file=sys.stderr)
-        return 2
+    return run_command("memviz", draw, args)
+
+
+def draw(args):
+    """Trace every run, draw the figure, print a summary line per run."""
+    traces = [load_trace(d, args.data_dir, args.seed) for d in args.run_dirs]
     plot_traces(traces, args.out)
     for label, reads, writes, preds, y in traces:
         print(f"{label}: accuracy on this episode {np.mean(preds == y):.2f}, "

@@ -19,7 +19,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 
+from .data.files import atomic_write  # noqa: E402
+from .runs.config import ConfigError  # noqa: E402
 from .runs.metrics import column, ordinal, read_metrics  # noqa: E402
+from .runs.rundir import read_record, run_command  # noqa: E402
 
 PLOT_INSTANCES = (1, 2, 3, 5, 10)
 EXPERIMENT_NAMES = {1: "I", 2: "II"}
@@ -27,14 +30,13 @@ EXPERIMENT_NAMES = {1: "I", 2: "II"}
 
 def run_label(run_dir):
     """'FLMN, Experiment I, seed 0' ('MANN R = 4, ...') from RUN_DIR/config.json; the folder name
-    if there is none."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
+    if there is none. ConfigError for a damaged config.json."""
+    if not (Path(run_dir) / "config.json").is_file():
         return Path(run_dir).name
-    cfg = json.loads(path.read_text())["config"]
-    exp = EXPERIMENT_NAMES.get(cfg["experiment"], cfg["experiment"])
-    model = cfg["model"].upper() + (f" R = {cfg['reads']}" if cfg["model"] == "mann" else "")
-    return f"{model}, Experiment {exp}, seed {cfg['seed']}"
+    _, cfg = read_record(run_dir)
+    exp = EXPERIMENT_NAMES.get(cfg.experiment, cfg.experiment)
+    model = cfg.model.upper() + (f" R = {cfg.reads}" if cfg.model == "mann" else "")
+    return f"{model}, Experiment {exp}, seed {cfg.seed}"
 
 
 def plot_validation(ax, run_dir, batch_size):
@@ -47,7 +49,10 @@ def plot_validation(ax, run_dir, batch_size):
             ms=4, lw=0.8, label="2nd, validation")
     best = Path(run_dir) / "best.json"
     if best.is_file():
-        step = json.loads(best.read_text())["step"]
+        try:
+            step = int(json.loads(best.read_text())["step"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"{best} is damaged ({type(e).__name__}: {e})") from None
         ax.axvline(step * batch_size, color="k", ls=":", lw=1, label="best.npz")
 
 
@@ -99,7 +104,8 @@ def plot_runs(run_dirs, out):
     for ax in flat[n:]:
         ax.set_visible(False)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    fmt = Path(out).suffix.lstrip(".") or "png"
+    atomic_write(out, lambda f: fig.savefig(f, format=fmt, dpi=120))
     plt.close(fig)
 
 
@@ -110,10 +116,13 @@ def main(argv=None):
     p.add_argument("--out", type=str, default="curves.png",
                    help="PNG to write (default curves.png)")
     args = p.parse_args(argv)
+    return run_command("plot", plot, args)
+
+
+def plot(args):
     missing = [d for d in args.run_dirs if not (Path(d) / "metrics.csv").is_file()]
     if missing:
-        print(f"error: no metrics.csv in {', '.join(missing)}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"no metrics.csv in {', '.join(missing)}")
     plot_runs(args.run_dirs, args.out)
     print(f"wrote {args.out}")
     return 0

@@ -13,19 +13,25 @@ import json
 import sys
 from pathlib import Path
 
+from .runs.config import ConfigError
 from .runs.metrics import ordinal
+from .runs.rundir import run_command
 
 
 def row(run_dir, dataset, instances, best=False):
     suffix = "_best" if best else ""
     path = Path(run_dir) / f"eval_{dataset}{suffix}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `python -m flmn_np.evaluate {run_dir} "
-                                f"--dataset {dataset}{' --best' if best else ''}`")
-    result = json.loads(path.read_text())
-    batch = json.loads((Path(run_dir) / "config.json").read_text())["config"]["batch_size"]
-    step = result["checkpoint_step"]
-    cells = [f"{100 * result['accuracy'][str(k)]:.1f}" for k in instances]
+        raise ConfigError(f"{path} does not exist: run `python -m flmn_np.evaluate {run_dir} "
+                          f"--dataset {dataset}{' --best' if best else ''}`")
+    try:
+        result = json.loads(path.read_text())
+        batch = json.loads((Path(run_dir) / "config.json").read_text())["config"]["batch_size"]
+        step = result["checkpoint_step"]
+        cells = [f"{100 * result['accuracy'][str(k)]:.1f}" for k in instances]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{run_dir}: a damaged or incomplete JSON file "
+                          f"({type(e).__name__}: {e})") from None
     name = Path(run_dir).name + (" (best.npz)" if best else "")
     return f"| {name} | {step:,} ({step * batch:,}) | {result['episodes']:,} | " + " | ".join(cells) + " |"
 
@@ -38,14 +44,14 @@ def main(argv=None):
                         help="the evaluation of best.npz (eval_<dataset>_best.json)")
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 2, 3, 4, 5, 10])
     args = parser.parse_args(argv)
+    return run_command("report", table, args)
+
+
+def table(args):
+    rows = [row(d, args.dataset, args.instances, args.best) for d in args.run_dirs]
     print("| run | steps (episodes) | test episodes | " + " | ".join(ordinal(k) for k in args.instances) + " |")
     print("|---|---|---|" + "---|" * len(args.instances))
-    try:
-        for d in args.run_dirs:
-            print(row(d, args.dataset, args.instances, args.best))
-    except (FileNotFoundError, KeyError) as e:
-        print(f"report: error: {e}", file=sys.stderr)
-        return 2
+    print("\n".join(rows))
     return 0
 
 

@@ -1,11 +1,16 @@
 """The benchmark command runs and prints its fields (a benchmark is not a test: no timings
-are asserted)."""
+are asserted), and its count of array operations is exact: deterministic, moved by exactly one
+per time step by one extra operation per time step, and restored afterwards."""
 import json
 
+import array_api_strict
 import pytest
 
+from flmn_np import bench
+from flmn_np.core import backend, kernels, models
 from flmn_np.core.backend import cupy_status
-from flmn_np.bench import main
+from flmn_np.bench import count_ops, counting_ops, main
+from flmn_np.gradcheck import TINY
 
 FIELDS = {"ms_per_step", "episodes_per_s", "gemm_floor_ms", "floor_ratio", "peak_mem_mb",
           "backend", "model", "batch_size"}
@@ -18,6 +23,10 @@ def test_bench_json_fields(capsys):
     assert FIELDS <= set(result)
     assert (result["model"], result["reads"], result["batch_size"], result["backend"]) == ("mann", 2, 2, "numpy")
     assert result["ms_per_step"] > 0 and result["gemm_floor_ms"] > 0 and result["matmuls_per_step"] > 0
+    T = result["steps_per_episode"]
+    assert result["array_ops_per_step"] > T and result["array_ops_per_time_step"] == round(result["array_ops_per_step"] / T, 1)
+    assert sum(result["ops_by_kind"].values()) == result["array_ops_per_step"]
+    assert 0 < result["cupy_launches_per_step"] < result["array_ops_per_step"]
     assert result["floor_ratio"] == round(result["ms_per_step"] / result["gemm_floor_ms"], 2) or \
         abs(result["floor_ratio"] - result["ms_per_step"] / result["gemm_floor_ms"]) < 0.02
 
@@ -26,6 +35,56 @@ def test_bench_human_readable(capsys):
     assert main(["--batch-size", "2", "--repeats", "1", "--warmup", "1"]) == 0
     out = capsys.readouterr().out
     assert "ms/step" in out and "GEMM floor" in out and "step/floor" in out
+    assert "array operations:" in out and "per time step" in out
+
+
+CFGS = {"flmn": dict(model="flmn"), "mann-R4": dict(model="mann", reads=4)}
+
+
+def _tiny(name):
+    """Tiny sizes, but inputs wide enough that bench's random 10%-ink images are never blank."""
+    return models.ModelConfig(slots=6, **{**TINY, "input_size": 64}, **CFGS[name])
+
+
+@pytest.mark.parametrize("name", list(CFGS))
+@pytest.mark.parametrize("fuse", [False, True])
+def test_count_is_deterministic_and_moves_by_one_per_extra_op_per_time_step(monkeypatch, name, fuse):
+    cfg = _tiny(name)
+    T = cfg.n_classes * 2
+    first = count_ops(cfg, batch_size=2, samples_per_class=2, fuse=fuse)
+    assert sum(first.values()) > 10 * T
+    assert count_ops(cfg, batch_size=3, samples_per_class=2, fuse=fuse) == first   # not data-dependent
+
+    plain = models.core_step_forward
+
+    def one_more_op(z_in, *args):   # one extra top-level operation per time step
+        return plain(models.array_namespace(z_in).abs(z_in), *args)
+
+    monkeypatch.setattr(models, "core_step_forward", one_more_op)
+    moved = count_ops(cfg, batch_size=2, samples_per_class=2, fuse=fuse)
+    assert sum(moved.values()) == sum(first.values()) + T
+    assert moved - first == {"abs": T}
+
+
+def test_fused_count_counts_each_kernel_call_once():
+    cfg = _tiny("flmn")
+    plain = count_ops(cfg, batch_size=2, samples_per_class=2)
+    fused = count_ops(cfg, batch_size=2, samples_per_class=2, fuse=True)
+    calls = {k: n for k, n in fused.items() if k.startswith("kernel:")}
+    assert calls and all(n % (cfg.n_classes * 2) == 0 for n in calls.values())   # per time step
+    assert sum(fused.values()) < sum(plain.values())
+
+
+def test_counting_restores_what_it_patched():
+    Array = type(array_api_strict.asarray(0.0))
+    before = dict(vars(Array)), models.array_namespace, kernels.fused, kernels.write_forward
+    with counting_ops(fuse=True) as counter:
+        x = array_api_strict.asarray([1.0, 2.0])
+        models.array_namespace(x).sum(x * 2.0 + 1.0)
+        assert counter.counts == {"sum": 1, "__mul__": 1, "__add__": 1}
+    assert dict(vars(Array)) == before[0]
+    assert (models.array_namespace, kernels.fused, kernels.write_forward) == before[1:]
+    assert models.array_namespace is backend.array_namespace
 
 
 @pytest.mark.skipif(cupy_status()[0], reason="a GPU is usable here")

@@ -165,7 +165,7 @@ def test_matmul_helpers_equal_matmul(backend):
 
 
 def test_least_used_ties_and_order(backend):
-    """Ascending usage, ties to the lowest index [eq 5, SPEC]; R one-hots."""
+    """Ascending usage, ties to the lowest index [FLMN eq 5; docs/model.md#flmn-step]; R one-hots."""
     xp = get_xp(backend)
     w_u = np.array([[0.5, 0.1, 0.1, 0.9, 0.1, 0.3],
                     [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
@@ -215,3 +215,28 @@ def test_memory_step(backend, model, R, add):
     inputs = [heads] + [init[f] for f in diff_fields]
     errs = check_op(forward, backward, inputs, list(range(len(inputs))), xp)
     assert max(errs) < TOL, dict(zip(["heads"] + diff_fields, errs))
+
+
+def test_cosine_backward_at_a_zero_key_or_slot(backend):
+    """With the epsilon on the product a zero key (or slot) has a true gradient, dK M / eps (the
+    |k| factor is second order there); the backward must give it, not 0/0."""
+    xp = get_xp(backend)
+    k = rand(B, 2, W, seed=7)
+    k[:, 0] = 0.0
+    M = rand(B, N, W, seed=8)
+    M[:, 1] = 0.0
+    K, cache = addressing.cosine_forward(asarray(k, xp), asarray(M, xp), "product")
+    dK = rand(B, 2, N, seed=9)
+    dk, dM = (to_numpy(g) for g in addressing.cosine_backward(asarray(dK, xp), cache))
+    assert np.all(np.isfinite(dk)) and np.all(np.isfinite(dM))
+    eps = addressing.COSINE_EPS
+    np.testing.assert_allclose(dk[:, 0], np.einsum("bn,bnw->bw", dK[:, 0], M) / eps, rtol=1e-6)
+    np.testing.assert_allclose(dM[:, 1], np.einsum("bj,bjw->bw", dK[:, :, 1], k) / eps, rtol=1e-6)
+    # the directional derivative along a small step agrees (K is linear in k to first order at 0)
+    u = rand(B, 1, W, seed=10)
+    h = 1e-15
+    k_step = k.copy()
+    k_step[:, :1] += h * u
+    K1 = to_numpy(addressing.cosine_forward(asarray(k_step, xp), asarray(M, xp), "product")[0])
+    numeric = np.sum((K1 - to_numpy(K))[:, 0] * dK[:, 0]) / h
+    assert numeric == pytest.approx(np.sum(dk[:, 0] * u[:, 0]), rel=1e-3)

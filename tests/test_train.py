@@ -4,6 +4,7 @@ One tiny run is trained once per session (`tiny_run`) and inspected by most test
 Ctrl-C and error tests start their own processes where a real process boundary matters.
 """
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -53,6 +54,50 @@ def assert_clean_error(proc, *fragments):
 
 def params_of(run_dir):
     return load_checkpoint(Path(run_dir) / "checkpoint.npz").params
+
+
+# A child train.py that stops after logging `step` and waits there to be killed: a patch the test
+# applies to its own child, so that a SIGKILL from the test lands at a known step.
+# A signal (Ctrl-C, SIGTERM) ends the pause and reaches train.py's own handler.
+PAUSED_CHILD = """
+import signal, sys, time
+from flmn_np.runs import training
+log_point = training.log_point
+
+def pause_after(run, stats, step, *rest):
+    done = log_point(run, stats, step, *rest)
+    if step == {step}:
+        woken = []
+        for s in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(s)
+            signal.signal(s, lambda n, f, h=handler: (woken.append(n), h(n, f)))
+        print("paused at step", step, flush=True)
+        deadline = time.monotonic() + 600
+        while not woken and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return done
+
+training.log_point = pause_after
+sys.exit(training.main(sys.argv[1:]))
+"""
+
+
+def start_paused(argv, step):
+    """Start train.py `argv` in a child process that holds still after logging `step`."""
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_CHILD.format(step=step), *argv],
+                            cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in proc.stdout:
+        if line.startswith("paused at step"):
+            return proc
+    proc.wait(timeout=60)
+    raise AssertionError(f"train.py ended before step {step}: {proc.stderr.read()}")
+
+
+def kill_hard(proc):
+    """SIGKILL a child started by this test and reap it."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
 
 
 @pytest.fixture(scope="module")
@@ -204,9 +249,9 @@ def test_resume_of_a_finished_run_does_nothing(tiny_run, capsys):
 
 def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_run, data_dir, tmp_path):
     out = tmp_path / "killed"
-    proc = run_cli(["train.py", *tiny_flags(data_dir, out, **{"--stop-after": 5})])
-    assert proc.returncode == -signal.SIGKILL, proc.stderr   # killed after step 5 ...
+    kill_hard(start_paused(tiny_flags(data_dir, out), step=5))     # kill -9 after step 5 ...
     assert load_checkpoint(out / "checkpoint.npz").step == 4        # ... its checkpoint is step 4
+    assert int(read_metrics(out / "metrics.csv")[-1]["step"]) == 5  # and a row past it
     assert train_in_process(["--out", str(out), "--resume"]) == 0
     assert json.loads((out / "config.json").read_text())["resumes"][0]["step"] == 4
 

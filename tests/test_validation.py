@@ -1,16 +1,18 @@
 """--val-classes / --patience / best.npz (validation.py) on real Omniglot with tiny models."""
 import csv
 import json
-import signal
 
 import numpy as np
 import pytest
-from test_train import params_of, run_cli, tiny_flags, train_in_process, assert_clean_error
+from test_train import (assert_clean_error, kill_hard, params_of, run_cli, start_paused,
+                        tiny_flags, train_in_process)
 
 from flmn_np.runs.checkpoint import load_checkpoint
 from flmn_np.runs.config import TrainConfig, model_config
-from flmn_np.data.datasets import make_split
-from flmn_np.evaluate import EpisodeSource, evaluate_params, main as evaluate_main, omniglot_data
+from flmn_np.data.episodes import EpisodeSource
+from flmn_np.data.sources import omniglot_data
+from flmn_np.data.splits import make_split
+from flmn_np.evaluate import evaluate_params, main as evaluate_main
 from flmn_np.runs.validation import score, split_validation
 
 VAL = {"--val-classes": 40, "--val-episodes": 6}
@@ -101,8 +103,8 @@ def test_patience_stops_at_the_first_point_past_it(data_dir, tmp_path):
 
 def test_killed_and_resumed_validation_run_equals_uninterrupted_run(val_run, data_dir, tmp_path):
     out = tmp_path / "killed"
-    proc = run_cli(["train.py", *tiny_flags(data_dir, out, **VAL, **{"--stop-after": 5})])
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    kill_hard(start_paused(tiny_flags(data_dir, out, **VAL), step=5))
+    assert len(read_validation(out)) == 2                              # rows of steps 2, 4
     assert train_in_process(["--out", str(out), "--resume"]) == 0
     assert read_validation(out) == read_validation(val_run)             # no duplicated rows
     assert (json.loads((out / "best.json").read_text())

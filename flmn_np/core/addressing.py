@@ -13,7 +13,7 @@ COSINE_EPS_PLACEMENTS = ("product", "inside")
 
 
 def cosine_forward(k, M, eps_placement="product", eps=COSINE_EPS):
-    """K[b,r,i] = k[b,r] . M[b,i] / D[b,r,i]   [FLMN eq 1], with the epsilon placed by
+    """K[b,j,i] = k[b,j] . M[b,i] / D[b,j,i]   [FLMN eq 1], with the epsilon placed by
     `eps_placement` (docs/derivations.md#cosine-similarity):
 
         'product':  D = |k| |M| + eps,  |x| = sqrt(x . x)         (the true cosine)
@@ -23,9 +23,10 @@ def cosine_forward(k, M, eps_placement="product", eps=COSINE_EPS):
     'inside' shrinks the cosine of a slot whose norm is near sqrt(eps) (the 1e-6 fill).
     """
     xp = array_namespace(k, M)
-    inside = {"product": 0.0, "inside": eps}[eps_placement]
-    k_norm = xp.sqrt(xp.vecdot(k, k) + inside)                         # (B, R)
-    M_norm = xp.sqrt(xp.vecdot(M, M) + inside)                         # (B, N)
+    kk, MM = xp.vecdot(k, k), xp.vecdot(M, M)                          # (B, R), (B, N)
+    if eps_placement == "inside":
+        kk, MM = kk + eps, MM + eps
+    k_norm, M_norm = xp.sqrt(kk), xp.sqrt(MM)
     denom = k_norm[:, :, None] * M_norm[:, None, :]                    # (B, R, N)
     if eps_placement == "product":
         denom = denom + eps
@@ -36,44 +37,64 @@ def cosine_forward(k, M, eps_placement="product", eps=COSINE_EPS):
 def cosine_backward(dK, cache):
     """With K = k.M / D, D = |k| |M| (+ eps) and d|x|/dx = x / |x| (either placement):
 
-        dk[r] = sum_i dK[r,i] M[i] / D[r,i] - (sum_i dK[r,i] K[r,i] |M[i]| / D[r,i]) k[r] / |k[r]|
-        dM[i] = sum_r dK[r,i] k[r] / D[r,i] - (sum_r dK[r,i] K[r,i] |k[r]| / D[r,i]) M[i] / |M[i]|
+        dk[j] = sum_i dK[j,i] M[i] / D[j,i] - (sum_i dK[j,i] K[j,i] |M[i]| / D[j,i]) k[j] / |k[j]|
+        dM[i] = sum_j dK[j,i] k[j] / D[j,i] - (sum_j dK[j,i] K[j,i] |k[j]| / D[j,i]) M[i] / |M[i]|
 
     With 'inside', |k| |M| / D = 1 and the second terms reduce to (sum dK K) k / |k|^2.
-    dK (B, R, N)  ->  dk (B, R, W), dM (B, N, W).
+
+    Inputs:  dK (B, R, N), cache from cosine_forward (either placement)
+    Returns: dk (B, R, W), dM (B, N, W)
     """
     k, M, K, k_norm, M_norm, denom = cache
     xp = array_namespace(dK)
     dK_scaled = dK / denom                                             # (B, R, N)
     dKK = dK_scaled * K                                                # dK K / D
     dk = (xp.matmul(dK_scaled, M)
-          - (xp.sum(dKK * M_norm[:, None, :], axis=-1) / k_norm)[:, :, None] * k)
+          - (xp.sum(dKK * M_norm[:, None, :], axis=-1) / _nonzero(k_norm, xp))[:, :, None] * k)
     dM = (transpose_matmul(dK_scaled, k)
-          - (xp.sum(dKK * k_norm[:, :, None], axis=1) / M_norm)[:, :, None] * M)
+          - (xp.sum(dKK * k_norm[:, :, None], axis=1) / _nonzero(M_norm, xp))[:, :, None] * M)
     return dk, dM
 
 
+def _nonzero(norm, xp):
+    """|x|, with 1 where x = 0. Only 'product' has zero norms (a zero key: a blank first input
+    through zero biases; an erased slot written with a zero add vector). There K = 0, so the
+    second term's numerator is 0 and the term is 0, not 0/0: K = k.M / (|k||M| + eps) is
+    differentiable at x = 0 with gradient sum dK M / eps, which the first term alone gives."""
+    return norm + xp.astype(norm == 0, norm.dtype)
+
+
 def address_forward(k, M, eps_placement="product"):
-    """w[b,r,:] = softmax_i(K[b,r,i]) with K the cosine similarity   [FLMN eq 1-2]."""
+    """w[b,j,:] = softmax_i(K[b,j,i]) with K the cosine similarity   [FLMN eq 1-2]
+
+    k (B, R, W), M (B, N, W)  ->  w (B, R, N), cache."""
     K, cos_cache = cosine_forward(k, M, eps_placement)
     w, sm_cache = softmax_forward(K)
     return w, (cos_cache, sm_cache)
 
 
 def address_backward(dw, cache):
-    """Softmax backward, then cosine backward  ->  dk (B, R, W), dM (B, N, W)."""
+    """Softmax backward, then cosine backward.
+
+    Inputs:  dw (B, R, N), cache from address_forward
+    Returns: dk (B, R, W), dM (B, N, W)
+    """
     cos_cache, sm_cache = cache
     return cosine_backward(softmax_backward(dw, sm_cache), cos_cache)
 
 
 def read_forward(w, M):
-    """r[b,r] = sum_i w[b,r,i] M[b,i]      [FLMN eq 3]     w (B, R, N), M (B, N, W) -> (B, R, W)."""
+    """r[b,j] = sum_i w[b,j,i] M[b,i]      [FLMN eq 3]     w (B, R, N), M (B, N, W) -> (B, R, W)."""
     xp = array_namespace(w, M)
     return xp.matmul(w, M), (w, M)
 
 
 def read_backward(dr, cache):
-    """dw = dr M^T  (B, R, N);   dM = w^T dr  (B, N, W)."""
+    """dw = dr M^T;   dM = w^T dr (summed over heads).
+
+    Inputs:  dr (B, R, W), cache from read_forward
+    Returns: dw (B, R, N), dM (B, N, W)
+    """
     w, M = cache
     xp = array_namespace(dr)
     return xp.matmul(dr, M.mT), transpose_matmul(w, dr)

@@ -1,5 +1,5 @@
 """The MANN memory step (Santoro et al. 2016): one memory M, R heads that read by content
-and write by LRUA into the least-used or the last-read slots                   [SPEC.md].
+and write by LRUA into the least-used or the last-read slots.   [MANN; docs/model.md#mann-step]
 
 The controller emits heads = h[t] W_head + b_head, laid out as [k | a | alpha] with widths
 R*W, R*W, R; with cfg.mann_add == 'key' there is no separate a (the key is written, as in
@@ -35,7 +35,8 @@ def read_size(cfg):
 
 
 def initial_memory(cfg, batch_size, xp, dtype):
-    """M filled with 1e-6, w_r = w_u = 0, lu^j = one-hot(slot j-1)   [SPEC.md]."""
+    """M filled with 1e-6, w_r = w_u = 0, lu^j = one-hot of slot j (1-based; code index j-1)
+    [docs/model.md#initial-state]."""
     B, N, W, R = batch_size, cfg.n_slots, cfg.width, cfg.reads
     w_lu = xp.astype(xp.arange(R)[:, None] == xp.arange(N), dtype)   # (R, N)
     zeros = xp.zeros((B, R, N), dtype=dtype)
@@ -50,10 +51,10 @@ def zero_dmemory(mem):
 
 
 def memory_step_forward(heads, mem_prev, cfg):
-    """One MANN step, SPEC.md 'MANN step t', for heads j = 1..R:
+    """One MANN step t (docs/model.md#mann-step), for heads j = 1..R:
 
-        k^j, a^j = tanh(heads);  g^j = sigmoid(alpha^j)
-        w_w^j[t] = g^j w_r^j[t-1] + (1 - g^j) lu^j[t-1]
+        k^j, a^j = tanh(heads);  g_w^j = sigmoid(alpha^j)
+        w_w^j[t] = g_w^j w_r^j[t-1] + (1 - g_w^j) lu^j[t-1]
         M[t](i)  = M[t-1](i) (1 - lu^1[t-1](i)) + sum_j w_w^j[t](i) a^j[t]
         w_r^j[t] = softmax_i cos(k^j[t], M[t](i));  r^j[t] = sum_i w_r^j[t](i) M[t](i)
         w_u[t]   = gamma w_u[t-1] + sum_j (w_r^j[t] + w_w^j[t]);  lu[t] = R least used of w_u[t]
@@ -63,36 +64,47 @@ def memory_step_forward(heads, mem_prev, cfg):
     xp = array_namespace(heads)
     B, R, W = heads.shape[0], cfg.reads, cfg.width
     n_vec = R * W if cfg.mann_add == "key" else 2 * R * W
-    ka = xp.tanh(heads[:, :n_vec])
-    k = xp.reshape(ka[:, :R * W], (B, R, W))
-    a = k if cfg.mann_add == "key" else xp.reshape(ka[:, R * W:], (B, R, W))
-    g = sigmoid(heads[:, n_vec:])                                      # (B, R)
+    tanh_heads = xp.tanh(heads[:, :n_vec])                             # (B, n_vec): [k | a]
+    k = xp.reshape(tanh_heads[:, :R * W], (B, R, W))
+    a = k if cfg.mann_add == "key" else xp.reshape(tanh_heads[:, R * W:], (B, R, W))
+    g_w = sigmoid(heads[:, n_vec:])                                    # (B, R) write gates
 
-    w_w, ww_cache = write_weights_forward(g, mem_prev.w_r, mem_prev.w_lu)
+    w_w, ww_cache = write_weights_forward(g_w, mem_prev.w_r, mem_prev.w_lu)
     M, write_cache = write_forward(mem_prev.M, w_w, a, erase=mem_prev.w_lu[:, 0, :])
     w_r, addr_cache = address_forward(k, M, cfg.cosine_eps)
     r, read_cache = read_forward(w_r, M)                               # (B, R, W)
 
     w_u = usage_forward(mem_prev.w_u, cfg.gamma, w_r, w_w)
     w_lu = least_used(w_u, R)                                          # constant in backward
-    cache = (ka, g, ww_cache, write_cache, addr_cache, read_cache, cfg.mann_add == "key")
+    cache = (tanh_heads, g_w, ww_cache, write_cache, addr_cache, read_cache, cfg.mann_add == "key")
     return xp.reshape(r, (B, R * W)), MANNMemory(M=M, w_r=w_r, w_w=w_w, w_u=w_u, w_lu=w_lu), cache
 
 
 def memory_step_backward(dr, dmem, cache):
-    """dr (B, R W), dmem: MANNMemory of gradients from step t+1  ->  dheads, dmem_prev."""
-    ka, g, ww_cache, write_cache, addr_cache, read_cache, key_is_add = cache
+    """Backward of one MANN memory step (docs/derivations.md#mann-step).
+
+    Inputs:
+        dr     (B, R W)  gradient reaching r[t] = [r^1; ...; r^R]
+        dmem   MANNMemory of the gradients reaching the state after step t from step t+1:
+               M (B, N, W), w_r (B, R, N); w_w, w_u, w_lu None
+        cache  from memory_step_forward
+    Returns:
+        dheads     (B, head_size)  gradient of the interface [k | a | alpha] (or [k | alpha])
+        dmem_prev  MANNMemory for the state after step t-1, same shapes, w_w = w_u = w_lu = None
+    """
+    tanh_heads, g_w, ww_cache, write_cache, addr_cache, read_cache, key_is_add = cache
     xp = array_namespace(dr)
-    B, R = g.shape
+    B, R = g_w.shape
     W = dr.shape[1] // R
     dw_r, dM = read_backward(xp.reshape(dr, (B, R, W)), read_cache)
     dk, dM_addr = address_backward(dw_r + dmem.w_r, addr_cache)
     dM_prev, dw_w, da = write_backward(dM + dM_addr + dmem.M, write_cache)
-    dg, dw_r_prev = write_weights_backward(dw_w, ww_cache)
+    dg_w, dw_r_prev = write_weights_backward(dw_w, ww_cache)
 
-    if key_is_add:
-        dka = xp.reshape(dk + da, (B, R * W))
+    if key_is_add:   # a = k: one tanh, two consumers
+        dtanh_heads = xp.reshape(dk + da, (B, R * W))
     else:
-        dka = xp.concat([xp.reshape(dk, (B, R * W)), xp.reshape(da, (B, R * W))], axis=-1)
-    dheads = xp.concat([dka * (1.0 - ka * ka), dg * g * (1.0 - g)], axis=-1)
+        dtanh_heads = xp.concat([xp.reshape(dk, (B, R * W)), xp.reshape(da, (B, R * W))], axis=-1)
+    dheads = xp.concat([dtanh_heads * (1.0 - tanh_heads * tanh_heads),
+                        dg_w * g_w * (1.0 - g_w)], axis=-1)
     return dheads, MANNMemory(M=dM_prev, w_r=dw_r_prev, w_w=None, w_u=None, w_lu=None)

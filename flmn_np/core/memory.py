@@ -1,33 +1,38 @@
 """Memory writes: LRUA write weights, erase-and-add writes, usage and the least-used slots.
 
 Shapes carry a head axis R (MANN's write heads; R = 1 for FLMN):
-M (B, N, W) memory, w (B, R, N) weights, a (B, R, W) add vectors, g (B, R) gates.
-Derivations: docs/derivations.md#lrua-write and #label-write.
+M (B, N, W) memory, w (B, R, N) weights, a (B, R, W) add vectors, g_w (B, R) write gates.
+Derivations: docs/derivations.md#write-weights, #erase-and-add, #label-write and
+#usage-and-the-least-used-slot.
 """
 from . import kernels
 from .backend import array_namespace
 from .ops import transpose_matmul
 
 
-def write_weights_forward(g, w_r_prev, w_lu_prev):
-    """w_w[t] = g[t] w_r[t-1] + (1 - g[t]) w_lu[t-1]          [FLMN eq 6; MANN step 1]
+def write_weights_forward(g_w, w_r_prev, w_lu_prev):
+    """w_w[t] = g_w[t] w_r[t-1] + (1 - g_w[t]) w_lu[t-1]          [FLMN eq 6; MANN step 1]
 
-    g (B, R), w_r_prev (B, R, N), w_lu_prev (B, R, N)  ->  w_w (B, R, N), cache.
+    g_w (B, R), w_r_prev (B, R, N), w_lu_prev (B, R, N)  ->  w_w (B, R, N), cache.
     """
-    diff = w_r_prev - w_lu_prev
-    return w_lu_prev + g[:, :, None] * diff, (g, diff)
+    diff = w_r_prev - w_lu_prev                                        # constant w_lu inside
+    return w_lu_prev + g_w[:, :, None] * diff, (g_w, diff)
 
 
 def write_weights_backward(dw_w, cache):
-    """dg = sum_i dw_w[i] (w_r[t-1][i] - w_lu[t-1][i]);  dw_r_prev = g dw_w.
-    w_lu[t-1] is a constant in backward (it comes from an argmin)."""
-    g, diff = cache
+    """dg_w = sum_i dw_w[i] (w_r[t-1][i] - w_lu[t-1][i]);  dw_r_prev = g_w dw_w.
+    w_lu[t-1] is a constant in backward (it comes from an argmin).
+
+    Inputs:  dw_w (B, R, N), cache from write_weights_forward
+    Returns: dg_w (B, R), dw_r_prev (B, R, N)
+    """
+    g_w, diff = cache
     xp = array_namespace(dw_w)
-    return xp.sum(dw_w * diff, axis=-1), g[:, :, None] * dw_w
+    return xp.sum(dw_w * diff, axis=-1), g_w[:, :, None] * dw_w
 
 
 def write_forward(M_prev, w, a, erase=None):
-    """M[t](i) = M[t-1](i) (1 - erase(i)) + sum_r w[r](i) a[r]      [FLMN eq 7-8, eq 10]
+    """M[t](i) = M[t-1](i) (1 - erase(i)) + sum_j w[j](i) a[j]      [FLMN eq 7-8, eq 10]
 
     M_prev (B, N, W), w (B, R, N), a (B, R, W), erase (B, N) or None (no erase: the label write)
     ->  M (B, N, W), cache.
@@ -41,8 +46,12 @@ def write_forward(M_prev, w, a, erase=None):
 
 
 def write_backward(dM, cache):
-    """dM_prev = dM (1 - erase);  dw[r](i) = dM(i) . a[r];  da[r] = sum_i w[r](i) dM(i).
-    erase is the least-used one-hot, a constant in backward."""
+    """dM_prev = dM (1 - erase);  dw[j](i) = dM(i) . a[j];  da[j] = sum_i w[j](i) dM(i).
+    erase is the least-used one-hot, a constant in backward.
+
+    Inputs:  dM (B, N, W), cache from write_forward
+    Returns: dM_prev (B, N, W), dw (B, R, N), da (B, R, W)
+    """
     w, a, keep = cache
     xp = array_namespace(dM)
     dM_prev = dM if keep is None else dM * keep

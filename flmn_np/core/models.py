@@ -29,7 +29,7 @@ DEFAULT_SLOTS = {"flmn": 64, "mann": 128}
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of a model; defaults are SPEC.md's."""
+    """Sizes of a model; defaults and their sources: docs/model.md#training-defaults."""
     model: str = "flmn"          # 'flmn' or 'mann'
     input_size: int = 400        # D = 20 * 20
     n_classes: int = 5           # C
@@ -93,7 +93,7 @@ def param_shapes(cfg):
 
 def init_params(cfg, seed, xp, dtype="float32"):
     """Glorot-uniform weights from a seeded host Generator, zero biases but the forget gate's
-    (1), cast to `dtype` and moved to `xp` once                                    [SPEC.md]."""
+    (1), cast to `dtype` and moved to `xp` once       [docs/model.md#controller-and-output-layer]."""
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in param_shapes(cfg).items():
@@ -109,7 +109,7 @@ def init_params(cfg, seed, xp, dtype="float32"):
 
 
 def initial_state(cfg, batch_size, xp, dtype):
-    """h = c = 0, r = 0 and the model's initial memory                            [SPEC.md]."""
+    """h = c = 0, r = 0 and the model's initial memory             [docs/model.md#initial-state]."""
     H, RW = cfg.hidden, cfg.memory.read_size(cfg)
     return State(h=xp.zeros((batch_size, H), dtype=dtype), c=xp.zeros((batch_size, H), dtype=dtype),
                  r=xp.zeros((batch_size, RW), dtype=dtype),
@@ -141,9 +141,16 @@ def core_step_forward(z_in, state_prev, params, W_rec, cfg):
 
 
 def core_step_backward(dstate, cache, params, W_rec, cfg):
-    """dstate: everything reaching the state after step t.
-    ->  dz (B, 4H), dheads (B, head_size), dstate_prev.  Weight gradients are left to the caller:
-    dW_rec += rh_prev^T dz,  dW_head += h^T dheads."""
+    """Backward of the recurrent part of step t (docs/derivations.md#the-reverse-loop).
+
+    Inputs:
+        dstate  State of everything reaching the state after step t: h, c (B, H), r (B, RW),
+                mem (the memory's gradient type)
+        cache   from core_step_forward
+    Returns:
+        dz (B, 4H), dheads (B, head_size), dstate_prev (State, same shapes, for step t-1)
+    Weight gradients are left to the caller: dW_rec += rh_prev^T dz,  dW_head += h^T dheads.
+    """
     _, lstm_cache, mem_cache = cache   # rh_prev serves the caller's dW_rec
     dheads, dmem_prev = cfg.memory.memory_step_backward(dstate.r, dstate.mem, mem_cache)
     dh = dstate.h + matmul_t(dheads, params["W_head"])
@@ -157,7 +164,8 @@ def core_step_backward(dstate, cache, params, W_rec, cfg):
 def episode_forward(params, x, y, cfg):
     """x (B, T, D) float, y (B, T) int labels  ->  logits (B, T, C), cache.
 
-    Step t sees x[t] and onehot(y[t-1]) (zeros at t = 0)                        [FLMN §3].
+    Step t sees x[t] and onehot(y[t-1]) (zeros at the first step)               [FLMN §3].
+    The loop index is the paper's step t minus 1.
     """
     xp = array_namespace(x)
     B, T, _ = x.shape
@@ -179,7 +187,11 @@ def episode_forward(params, x, y, cfg):
 
 
 def episode_backward(dlogits, cache):
-    """dlogits (B, T, C)  ->  grads, a dict with exactly the params' keys (BPTT)."""
+    """BPTT over the episode (docs/derivations.md#bptt).
+
+    Inputs:  dlogits (B, T, C), cache from episode_forward
+    Returns: grads, a dict with exactly the params' keys and shapes
+    """
     u, hr, step_caches, state_T, params, cfg = cache
     xp = array_namespace(dlogits)
     T, B, _ = hr.shape
@@ -240,7 +252,11 @@ def step_forward(params, x_t, y_prev_t, state_prev, cfg):
 
 
 def step_backward(dlogits_t, dstate, cache, params, grads, cfg):
-    """Adds this step's weight gradients into `grads`; returns dstate_prev."""
+    """Adds this step's weight gradients into `grads` (in place).
+
+    Inputs:  dlogits_t (B, C); dstate (State) from step t+1; cache from step_forward
+    Returns: dstate_prev (State) for step t-1
+    """
     u_t, hr_t, core_cache = cache
     xp = array_namespace(dlogits_t)
     H = cfg.hidden

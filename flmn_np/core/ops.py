@@ -1,7 +1,7 @@
 """Small ops shared by both models: activations, one-hot labels, softmax, cross-entropy.
 
 Every op is a pure pair `name_forward(...) -> out, cache` / `name_backward(dout, cache) -> d_in`.
-Derivations: docs/derivations.md#output-layer-and-cross-entropy.
+Derivations: docs/derivations.md#softmax and #cross-entropy.
 """
 from .backend import array_namespace
 
@@ -44,7 +44,7 @@ def one_hot(y, n_classes, dtype):
 
 
 def previous_label_onehot(y, n_classes, dtype):
-    """y (B, T) -> (B, T, C): step t sees onehot(y[t-1]), zeros at t = 0       [FLMN §3]."""
+    """y (B, T) -> (B, T, C): step t sees onehot(y[t-1]), zeros at the first step   [FLMN §3]."""
     xp = array_namespace(y)
     y_onehot = one_hot(y, n_classes, dtype)                              # (B, T, C)
     zeros = xp.zeros_like(y_onehot[:, :1, :])
@@ -60,7 +60,11 @@ def softmax_forward(z):
 
 
 def softmax_backward(dp, cache):
-    """dz = p * (dp - sum_j dp[j] p[j])   (Jacobian diag(p) - p p^T applied to dp)."""
+    """dz = p * (dp - sum_v dp[v] p[v])   (Jacobian diag(p) - p p^T applied to dp).
+
+    Inputs:  dp (..., n), cache = p from softmax_forward
+    Returns: dz (..., n)
+    """
     p = cache
     xp = array_namespace(dp)
     return p * (dp - xp.sum(dp * p, axis=-1, keepdims=True))
@@ -80,7 +84,11 @@ def cross_entropy_forward(logits, y):
 
 
 def cross_entropy_backward(dloss, cache):
-    """dlogits = dloss * (p - onehot(y)) / (B T)."""
+    """dlogits = dloss * (p - onehot(y)) / (B T).
+
+    Inputs:  dloss, a number (1 for the loss itself); cache (p, onehot(y)) from cross_entropy_forward
+    Returns: dlogits (B, T, C)
+    """
     p, y_onehot = cache
     n = p.shape[0] * p.shape[1]
     return (p - y_onehot) * (dloss / n)

@@ -30,32 +30,56 @@ class Adam:
 
         m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
         p -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+
+    m and v live in one flat buffer each, over all parameters in the params' key order: a step
+    is a dozen array operations on the whole buffer plus three per parameter (its slice of the
+    update, reshaped and subtracted), instead of a dozen per parameter. The params stay separate
+    arrays, updated in place. state_dict exposes m and v per key, as views of the buffers.
     """
 
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         xp = array_namespace(next(iter(params.values())))
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
         self.t = 0
-        self.m = {k: xp.zeros_like(p) for k, p in params.items()}
-        self.v = {k: xp.zeros_like(p) for k, p in params.items()}
+        self.shapes = {k: tuple(p.shape) for k, p in params.items()}
+        self.offsets, n = {}, 0
+        for k, shape in self.shapes.items():
+            size = math.prod(shape)
+            self.offsets[k] = (n, n + size)
+            n += size
+        dtype = next(iter(params.values())).dtype
+        self.m = xp.zeros((n,), dtype=dtype)
+        self.v = xp.zeros((n,), dtype=dtype)
+
+    def _flat(self, arrays):
+        """Concatenate per-key arrays, in the params' key order, into one flat array."""
+        xp = array_namespace(next(iter(arrays.values())))
+        return xp.concat([xp.reshape(arrays[k], (-1,)) for k in self.shapes])
+
+    def _per_key(self, flat):
+        """{key: view of the key's slice of `flat`, in the parameter's shape}."""
+        xp = array_namespace(flat)
+        return {k: xp.reshape(flat[a:b], self.shapes[k]) for k, (a, b) in self.offsets.items()}
 
     def step(self, params, grads):
-        xp = array_namespace(next(iter(params.values())))
+        xp = array_namespace(self.m)
         self.t += 1
         lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
-        for k, g in grads.items():   # in place: m += (1 - b1)(g - m) is b1 m + (1 - b1) g
-            self.m[k] += (1.0 - self.beta1) * (g - self.m[k])
-            self.v[k] += (1.0 - self.beta2) * (g * g - self.v[k])
-            params[k] -= lr_t * self.m[k] / (xp.sqrt(self.v[k]) + self.eps)
+        g = self._flat(grads)
+        self.m += (1.0 - self.beta1) * (g - self.m)     # in place: b1 m + (1 - b1) g
+        self.v += (1.0 - self.beta2) * (g * g - self.v)
+        update = lr_t * self.m / (xp.sqrt(self.v) + self.eps)
+        for k, u in self._per_key(update).items():
+            params[k] -= u
 
     def state_dict(self):
-        return {"t": self.t, **{f"m/{k}": v for k, v in self.m.items()},
-                **{f"v/{k}": v for k, v in self.v.items()}}
+        return {"t": self.t, **{f"m/{k}": v for k, v in self._per_key(self.m).items()},
+                **{f"v/{k}": v for k, v in self._per_key(self.v).items()}}
 
     def load_state_dict(self, state):
         self.t = int(state["t"])
-        for k in self.m:
-            self.m[k], self.v[k] = state[f"m/{k}"], state[f"v/{k}"]
+        self.m = self._flat({k: state[f"m/{k}"] for k in self.shapes})
+        self.v = self._flat({k: state[f"v/{k}"] for k in self.shapes})
 
 
 class RMSProp:

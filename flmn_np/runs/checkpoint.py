@@ -9,24 +9,28 @@ Layout of the npz (every entry a plain array, loaded with allow_pickle=False):
 No RNG state is stored: every training batch is drawn from np.random.default_rng((seed, step))
 and evaluation episodes from their own fixed seed, so step and seed determine all randomness.
 
-Writes are atomic: the file is written under a temporary name in the same directory and then
-renamed over checkpoint.npz, so a run killed while saving keeps its previous checkpoint.
+Writes are atomic (data.files.atomic_write), so a run killed while saving keeps its previous
+checkpoint, and nothing non-finite is ever saved: a diverged run keeps its last good checkpoint.
+Loading checks everything a reader relies on (a zip of plain arrays, a step >= 0, the run's config,
+finite values) and reports anything else as one CheckpointError.
 """
 import json
-import os
-import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from ..core.backend import to_numpy
+from ..data.files import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.npz"
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable or belongs to another run."""
+    """A checkpoint that is missing, unreadable, not finite or belongs to another run."""
 
 
 class Checkpoint(NamedTuple):
@@ -37,22 +41,16 @@ class Checkpoint(NamedTuple):
 
 
 def save_checkpoint(path, params, opt_state, step, config):
-    """Write params / optimizer state (arrays of any backend) atomically to `path` (a sync)."""
-    path = Path(path)
+    """Write params / optimizer state (arrays of any backend) atomically to `path` (a sync).
+    Raises CheckpointError, writing nothing, when a value is not finite."""
     arrays = {f"param/{k}": to_numpy(v) for k, v in params.items()}
     arrays.update({f"opt/{k}": _host(v) for k, v in opt_state.items()})
+    bad = _not_finite(arrays)
+    if bad:
+        raise CheckpointError(f"refusing to save non-finite values ({bad}) as {path}")
     arrays["step"] = np.asarray(step, dtype=np.int64)
     arrays["config"] = np.asarray(json.dumps(config, sort_keys=True))
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".npz.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _host(v):
@@ -60,21 +58,43 @@ def _host(v):
     return np.asarray(v) if isinstance(v, (int, float)) else to_numpy(v)
 
 
+def _not_finite(arrays):
+    """The names of float entries holding nan or inf, as one string ('' if none)."""
+    bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
+    return ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+
+
 def load_checkpoint(path):
-    """Read a checkpoint written by `save_checkpoint` into host arrays."""
+    """Read a checkpoint written by `save_checkpoint` into host arrays; CheckpointError (one
+    line) for a missing, damaged, non-finite or foreign file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    with open(path, "rb") as f:
+        if f.read(4) != ZIP_MAGIC:
+            raise CheckpointError(f"{path} is damaged: not an npz file (empty, cut short or "
+                                  f"overwritten)")
     try:
         with np.load(path, allow_pickle=False) as z:
             entries = {k: z[k] for k in z.files}
-        step = int(entries.pop("step"))
-        config = json.loads(str(entries.pop("config")))
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+        step, config = entries.pop("step"), json.loads(str(entries.pop("config")))
+    except KeyError as e:
+        raise CheckpointError(f"{path} is damaged: it has no {e} entry") from None
+    except (OSError, ValueError, EOFError, TypeError, zipfile.BadZipFile, zlib.error) as e:
+        raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {e})") from None
+    if step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
+        raise CheckpointError(f"{path} is damaged: its step {step} is not a count of steps")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} is damaged: its config is not a run's config")
     params = {k.removeprefix("param/"): v for k, v in entries.items() if k.startswith("param/")}
     opt_state = {k.removeprefix("opt/"): v for k, v in entries.items() if k.startswith("opt/")}
-    return Checkpoint(params, opt_state, step, config)
+    if not params:
+        raise CheckpointError(f"{path} is damaged: it holds no parameters")
+    bad = _not_finite(entries)
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite values ({bad}): the run diverged before "
+                              f"it was saved; it cannot be used")
+    return Checkpoint(params, opt_state, int(step), config)
 
 
 def check_shapes(loaded, expected, what="parameters"):
@@ -84,6 +104,6 @@ def check_shapes(loaded, expected, what="parameters"):
         raise CheckpointError(f"checkpoint {what} do not match this model "
                               f"(missing: {missing}, unexpected: {extra})")
     for k, v in loaded.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise CheckpointError(f"checkpoint {what} {k!r} has shape {tuple(v.shape)}, "
-                                  f"this model needs {tuple(expected[k].shape)}")
+        if np.shape(v) != np.shape(expected[k]):
+            raise CheckpointError(f"checkpoint {what} {k!r} has shape {np.shape(v)}, "
+                                  f"this model needs {np.shape(expected[k])}")

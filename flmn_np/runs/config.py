@@ -13,6 +13,8 @@ The fields split into two groups:
 import argparse
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,19 +42,20 @@ class TrainConfig:
     """Everything a training run depends on. None means 'the default for this model/optimizer'
     until `resolve` fills it in, so a written config.json never holds None for those."""
     # what is trained
-    model: str = "flmn"
+    model: str = ModelConfig.model
     experiment: int = 1               # 1: no augmentation, 2: rotation + shift   [FLMN §5.2-5.3]
     batch_size: int = 16
-    classes: int = 5
     samples: int = 10
-    hidden: int = 200
-    slots: int | None = None          # None: 64 for FLMN, 128 for MANN
-    width: int = 40
-    reads: int = 1
-    gamma: float = 0.95
-    mann_add: str = "separate"
-    cosine_eps: str = "product"       # the cosine's epsilon: 'product' |k||M| + eps, or 'inside'
-                                      # each norm sqrt(x.x + eps)  (docs/derivations.md)
+    # the model's shape: ModelConfig's defaults (models.py), named as the flags are
+    classes: int = ModelConfig.n_classes
+    hidden: int = ModelConfig.hidden
+    slots: int | None = ModelConfig.slots      # None: 64 for FLMN, 128 for MANN
+    width: int = ModelConfig.width
+    reads: int = ModelConfig.reads
+    gamma: float = ModelConfig.gamma
+    mann_add: str = ModelConfig.mann_add
+    cosine_eps: str = ModelConfig.cosine_eps   # the cosine's epsilon: 'product' |k||M| + eps, or
+                                               # 'inside' each norm sqrt(x.x + eps)
     optimizer: str = "adam"
     lr: float | None = None           # None: the optimizer's default (adam 1e-3, rmsprop 1e-4)
     clip: float = 10.0                # global-norm clipping of gradients; 0 turns it off
@@ -75,21 +78,55 @@ class TrainConfig:
     data_dir: str | None = None       # None: $FLMN_DATA_DIR, else ./data
     out: str | None = None            # None: runs/<model>-exp<k>-seed<s>
     resume: bool = False
-    stop_after: int | None = None     # testing hook: SIGKILL this process after that step
 
     def identity(self):
         """The fields that must match for a checkpoint to be resumed."""
         return {name: getattr(self, name) for name in IDENTITY_FIELDS}
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """The config as recorded (config.json, checkpoints). data_dir is kept only when it is a
+        relative path: a path of one machine says nothing about the run (config.json's "data"
+        says where the data came from and what it was)."""
+        d = dataclasses.asdict(self)
+        if d["data_dir"] is not None and Path(d["data_dir"]).is_absolute():
+            d["data_dir"] = None
+        return d
 
     @classmethod
     def from_dict(cls, d):
-        """Inverse of `to_dict`; ignores keys this version does not know."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        d = {**LEGACY_DEFAULTS, **d}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """Inverse of `to_dict`; ignores keys this version does not know. ConfigError for a value
+        of the wrong type, or one the command line would refuse."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a run's config must be a JSON object, got {type(d).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in {**LEGACY_DEFAULTS, **d}.items() if k in fields}
+        checks = {a.dest: a for a in build_parser()._actions}
+        for k, v in d.items():
+            if not _has_type(v, fields[k].type):
+                raise ConfigError(f"{k} is {v!r}, not a {fields[k].type}")
+            action = checks.get(k)
+            if v is None or action is None or isinstance(v, bool):
+                continue
+            if action.choices is not None and v not in action.choices:
+                raise ConfigError(f"{k} is {v!r}, not one of {', '.join(map(str, action.choices))}")
+            if action.type is not None:
+                try:
+                    action.type(str(v))
+                except (argparse.ArgumentTypeError, ValueError) as e:
+                    raise ConfigError(f"{k}: {e}") from None
+        return cls(**d)
+
+
+def _has_type(value, annotation):
+    """True when a JSON value fits a field's annotation (int, float, str, bool, X | None)."""
+    for t in typing.get_args(annotation) or (annotation,):
+        if value is None and t is type(None):
+            return True
+        if isinstance(value, bool) != (t is bool):
+            continue
+        if t is float and isinstance(value, (int, float)) or isinstance(value, t):
+            return True
+    return False
 
 
 def int_at_least(low):
@@ -104,12 +141,15 @@ def int_at_least(low):
 
 
 def float_in(low, high, low_open=False):
-    """argparse type: a float in [low, high] (or (low, high] with low_open)."""
+    """argparse type: a finite float in [low, high] (or (low, high] with low_open)."""
     def parse(s):
         v = float(s)
-        if not (low < v if low_open else low <= v) or not v <= high or v != v:
-            lo = "(" if low_open else "["
-            raise argparse.ArgumentTypeError(f"must be a number in {lo}{low}, {high}], got {s}")
+        if not (low < v if low_open else low <= v) or not v <= high or not math.isfinite(v):
+            if high == math.inf:
+                want = f"a finite number {'>' if low_open else '>='} {low}"
+            else:
+                want = f"a number in {'(' if low_open else '['}{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {want}, got {s}")
         return v
     parse.__name__ = "float"
     return parse
@@ -121,7 +161,7 @@ def build_parser():
     d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="train.py", allow_abbrev=False,
-        description="Train FLMN or MANN on one-shot Omniglot episodes (SPEC.md defaults).")
+        description="Train FLMN or MANN on one-shot Omniglot episodes (the paper's settings).")
 
     def opt(flag, help, **kw):
         p.add_argument(flag, default=None, help=help, **kw)
@@ -148,8 +188,7 @@ def build_parser():
     opt("--optimizer", f"optimizer (default {d.optimizer})", choices=tuple(OPTIMIZERS))
     opt("--lr", "learning rate (default: adam 1e-3, rmsprop 1e-4)",
         type=float_in(0.0, float("inf"), low_open=True))
-    opt("--clip", f"max global gradient norm, 0 = no clipping (default {d.clip}; SPEC's "
-        f"reference curve used none)",
+    opt("--clip", f"max global gradient norm, 0 = no clipping (default {d.clip})",
         type=float_in(0.0, float("inf")))
     opt("--split", f"class split: paper 1209/414 or background 964/659 (default {d.split})",
         choices=("paper", "background"))
@@ -181,7 +220,6 @@ def build_parser():
     opt("--resume", "continue the run in --out from its checkpoint.npz; other flags default to "
         "the recorded run's, and only run-length, evaluation, backend and path flags may differ",
         action="store_true")
-    opt("--stop-after", argparse.SUPPRESS, type=pos)   # testing hook, hidden from --help
     return p
 
 
@@ -207,8 +245,7 @@ def resolve(cfg):
 def merge_for_resume(recorded, given):
     """The config of a resumed run: the recorded one with the explicitly given flags applied.
     Raises ConfigError naming each identity flag that differs from the recorded run."""
-    fresh = dataclasses.replace(recorded, resume=False, stop_after=None)   # never carried over
-    merged = dataclasses.replace(fresh, **given)
+    merged = dataclasses.replace(recorded, **{"resume": False, **given})
     diffs = identity_diff(recorded, merged)
     if diffs:
         raise ConfigError(
@@ -222,6 +259,20 @@ def identity_diff(a, b):
     parts = [f"--{k.replace('_', '-')} {va} (asked: {b.identity()[k]})"
              for k, va in a.identity().items() if va != b.identity()[k]]
     return ", ".join(parts)
+
+
+def check_episode_sizes(cfg, classes_available, drawers):
+    """ConfigError unless every episode the run draws fits its data: `classes_available` maps
+    each class set ('training', 'held-out test', 'validation') to its size, `drawers` is the
+    number of samples per class. Called before the first step, so nothing is lost."""
+    if cfg.samples > drawers:
+        raise ConfigError(f"--samples {cfg.samples}: a class has only {drawers} samples")
+    for name, n in classes_available.items():
+        if cfg.classes > n:
+            hint = (f"; use --val-classes of at least {cfg.classes}" if name == "validation"
+                    else "")
+            raise ConfigError(f"--classes {cfg.classes} is more than the {n} {name} classes of "
+                              f"this split{hint}")
 
 
 def model_config(cfg):

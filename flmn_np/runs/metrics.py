@@ -1,20 +1,17 @@
 """Per-instance accuracy, the accuracy table, and the metrics.csv log of a run.
 
-Per-instance accuracy [FLMN §5, SPEC "The one-shot task"]: for the k-th presentation of a class
-inside an episode (k = 1..S), the fraction of those predictions that were correct. The counts are
-computed with array-API calls on whatever backend the logits live on (no host sync); convert the
-result with `backend.to_numpy` when it is needed on the host.
+Per-instance accuracy [FLMN §5; docs/model.md#the-one-shot-task]: for the k-th presentation of a
+class inside an episode (k = 1..S), the fraction of those predictions that were correct. The
+counts are computed with array-API calls on whatever backend the logits live on (no host sync);
+convert the result with `backend.to_numpy` when it is needed on the host.
 """
-import csv
 import math
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from ..core.backend import array_namespace, to_numpy
 from ..data.episodes import instance_index
+from .rundir import append_row, keep_rows_until, read_rows
 
 TABLE_INSTANCES = (1, 2, 3, 4, 5, 10)   # the columns of the paper's tables
 
@@ -112,9 +109,9 @@ def make_row(step, episodes, loss, grad_norm, train_acc, test_acc, wall_time):
 
 
 def read_metrics(path):
-    """metrics.csv -> list of row dicts (strings, '' where blank)."""
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    """metrics.csv -> list of row dicts (strings, '' where blank); a last row cut short by a
+    crash is left out with a warning (rundir.read_rows)."""
+    return read_rows(path)
 
 
 def column(rows, name):
@@ -127,21 +124,10 @@ def start_metrics(path, samples_per_class, keep_until_step=None):
     `keep_until_step`) the existing file without rows past that step, so that a run killed after
     its checkpoint and resumed has no duplicate rows. Returns the wall_time of the last kept row
     (0.0 if none), so that wall time keeps counting across resumes."""
-    path = Path(path)
-    columns = csv_columns(samples_per_class)
-    rows = []
-    if keep_until_step is not None and path.is_file():
-        rows = [r for r in read_metrics(path) if int(r["step"]) <= keep_until_step]
-    fd, tmp = tempfile.mkstemp(prefix=".metrics-", suffix=".csv.tmp", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    rows = keep_rows_until(path, csv_columns(samples_per_class), keep_until_step)
     return float(rows[-1]["wall_time"]) if rows else 0.0
 
 
 def append_metrics(path, row, samples_per_class):
     """Append one make_row dict to metrics.csv (flushed, so a killed run keeps its rows)."""
-    with open(path, "a", newline="") as f:
-        csv.DictWriter(f, fieldnames=csv_columns(samples_per_class)).writerow(row)
+    append_row(path, csv_columns(samples_per_class), row)

@@ -1,11 +1,13 @@
-"""The training run behind train.py: set up or resume a run directory, train, log, evaluate, save.
+"""The training run behind train.py: set up or resume a run, train, log, evaluate, save.
 
-Run directory (--out):
-    config.json     the TrainConfig, model config, class split, version, backend, start time
+Run directory (--out; opened, locked and checked by rundir.py):
+    config.json     the TrainConfig, model config, class split, where the data came from (the
+                    checksums of the Omniglot files, no machine path), version, backend, start time
     metrics.csv     one row per --log-every steps (see metrics.csv_columns); test_acc_* filled at
                     evaluation points
-    checkpoint.npz  written at every evaluation point, at the end and on Ctrl-C (checkpoint.py)
-    eval_omniglot.json, curves.png   at the end
+    checkpoint.npz  written at every evaluation point, at the end and on Ctrl-C or SIGTERM,
+                    never with non-finite values (checkpoint.py)
+    eval_omniglot.json, curves.png   at the end, after the last checkpoint
     validation.csv, best.npz, best.json, eval_omniglot_best.json   with --val-classes
                     (validation.py: early stopping on training classes held out of training)
 
@@ -20,7 +22,6 @@ and read back every --log-every steps (progress bar, metrics.csv, the NaN check)
 import dataclasses
 import datetime
 import functools
-import json
 import math
 import os
 import signal
@@ -35,28 +36,27 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..data.augment import rotated_class_ids
-from ..core.backend import (BackendError, array_namespace, asarray, backend_name, cupy_status, get_xp,
-                      to_numpy)
+from ..core.backend import (array_namespace, asarray, backend_name, cupy_status, get_xp,
+                            to_numpy)
 from .checkpoint import (CHECKPOINT_NAME, CheckpointError, check_shapes, load_checkpoint,
                          save_checkpoint)
-from .config import (ConfigError, TrainConfig, identity_diff, merge_for_resume, model_config,
-                     parse_args, to_json)
-from ..data.datasets import DataError, make_split, resolve_data_dir
-from ..data.episodes import Prefetcher
-from ..evaluate import (EpisodeSource, draw_batch, eval_record, evaluate_params, omniglot_data,
-                       params_from_checkpoint)
+from .config import (ConfigError, TrainConfig, check_episode_sizes, model_config, parse_args)
+from ..data.episodes import EpisodeSource, Prefetcher, draw_batch
+from ..data.files import KNOWN_FILES, file_hashes, resolve_data_dir
+from ..data.sources import omniglot_data
+from ..data.splits import make_split
+from ..evaluate import eval_record, evaluate_params, params_from_checkpoint
 from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, make_row,
                       per_instance_counts, start_metrics)
 from ..core.models import init_params, loss_and_grads
 from ..core.optim import clip_by_global_norm, make_optimizer
 from ..plot import plot_runs
+from .rundir import (CONFIG_NAME, TrainingError, open_run_dir, os_error_line, run_command,
+                     write_json)
 from .validation import BEST_NAME, BestTracker, split_validation
 
-DTYPE = "float32"     # SPEC: float32 for training
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss is no longer finite); the message says why."""
+DTYPE = "float32"     # float32 to train (float64 only in the gradient checks)
+OMNIGLOT_FILES = ("images_background.zip", "images_evaluation.zip")
 
 
 class Run(NamedTuple):
@@ -74,34 +74,7 @@ class Run(NamedTuple):
     best: BestTracker | None
 
 
-# ---------------------------------------------------------------- run directory
-
-def open_run_dir(cfg, given):
-    """Check --out / --resume and return (final config, checkpoint or None).
-
-    A fresh run needs a directory without a run in it; --resume needs config.json and
-    checkpoint.npz, and flags that agree with the recorded run (config.merge_for_resume)."""
-    run_dir = Path(cfg.out)
-    has_run = any((run_dir / name).exists() for name in ("config.json", CHECKPOINT_NAME))
-    if not cfg.resume:
-        if has_run:
-            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, "
-                              f"or choose another --out")
-        return cfg, None
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"--resume: {run_dir} holds no run (no config.json); "
-                          f"drop --resume to start one there")
-    if not (run_dir / CHECKPOINT_NAME).is_file():
-        raise ConfigError(f"--resume: no {CHECKPOINT_NAME} in {run_dir} (the run stopped before "
-                          f"its first checkpoint); delete {run_dir} or choose another --out")
-    recorded = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
-    cfg = merge_for_resume(recorded, {**given, "out": cfg.out})   # the directory opened here
-    ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
-    diff = identity_diff(TrainConfig.from_dict(ckpt.config), cfg)
-    if diff:
-        raise CheckpointError(f"{run_dir / CHECKPOINT_NAME} is from another run: it has {diff}")
-    return cfg, ckpt
-
+# ---------------------------------------------------------------- setting up
 
 def choose_backend(name):
     """get_xp, printing which backend runs and, for 'auto' without CuPy, why."""
@@ -129,10 +102,15 @@ def class_split(cfg):
 def load_sources(cfg):
     """(data_dir, EpisodeSource for training, held-out test and validation (None without
     --val-classes), (train_ids, test_ids, val_ids)). With --rotations90 the training classes
-    include their rotations; held-out and validation ones do not."""
+    include their rotations; held-out and validation ones do not. ConfigError when an episode
+    size does not fit a class set (checked here, before the first step)."""
     data_dir = resolve_data_dir(cfg.data_dir)
     train_ids, test_ids, val_ids = class_split(cfg)
+    sizes = {"held-out test": test_ids.size, "validation": val_ids.size or None}
+    check_episode_sizes(cfg, {"training": train_ids.size * (4 if cfg.rotations90 else 1),
+                              **{k: v for k, v in sizes.items() if v}}, drawers=cfg.samples)
     images, augment = omniglot_data(cfg, data_dir)
+    check_episode_sizes(cfg, {}, drawers=images.shape[1])
     train_classes = train_ids
     if cfg.rotations90:   # images holds 4 blocks: the plain classes, then 3 rotations of them
         train_classes = rotated_class_ids(train_ids, images.shape[0] // 4)
@@ -154,7 +132,7 @@ def run_record(cfg, mcfg, xp, split_ids, data_dir):
         "model_config": {**dataclasses.asdict(mcfg), "n_slots": mcfg.n_slots},
         "seed": cfg.seed,
         "split": split,
-        "data_dir": str(data_dir),
+        "data": data_record(cfg, data_dir),
         "version": __version__,
         "backend": backend_name(xp),
         "dtype": DTYPE,
@@ -163,49 +141,66 @@ def run_record(cfg, mcfg, xp, split_ids, data_dir):
     }
 
 
+def data_record(cfg, data_dir):
+    """Where the run's data came from, without a path of this machine: how the folder was chosen,
+    the folder only when it was given as a relative path, and the sha256 of the Omniglot files."""
+    chosen_by = ("--data-dir" if cfg.data_dir is not None else
+                 "FLMN_DATA_DIR" if os.environ.get("FLMN_DATA_DIR") else "default")
+    data_dir = Path(data_dir)
+    sha256 = {}
+    for name in OMNIGLOT_FILES:
+        relpath = KNOWN_FILES[name].relpath
+        sha256[relpath] = file_hashes(data_dir / relpath)[0]
+    return {"chosen_by": chosen_by, "dir": None if data_dir.is_absolute() else str(data_dir),
+            "sha256": sha256}
+
+
 def now():
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def write_json(path, obj):
-    """Write JSON atomically (temp file + rename)."""
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(to_json(obj) + "\n")
-    os.replace(tmp, path)
-
-
-def setup(cfg, ckpt):
-    """Load data, build params and optimizer or restore them from `ckpt`, write config.json."""
+def setup(rd):
+    """Load data, build params and optimizer or restore them from the checkpoint, and write
+    config.json last: a start that fails before it leaves nothing (rundir.RunDir.abandon)."""
+    cfg, ckpt = rd.cfg, rd.ckpt
     mcfg = model_config(cfg)
-    xp = choose_backend(cfg.backend)
     if cfg.patience and not cfg.val_classes:
         raise ConfigError("--patience needs --val-classes (the classes that decide when to stop)")
+    xp = choose_backend(cfg.backend)
     data_dir, train, test, val, split_ids = load_sources(cfg)
-    run_dir = Path(cfg.out)
     params = init_params(mcfg, cfg.seed, xp, DTYPE)
     opt = make_optimizer(cfg.optimizer, params, lr=cfg.lr)
-    if ckpt is None:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    start_step = 0 if ckpt is None else ckpt.step
+    if rd.record is None:
         record = run_record(cfg, mcfg, xp, split_ids, data_dir)
-        start_step = 0
     else:
-        record = json.loads((run_dir / "config.json").read_text())
+        record = rd.record
         if record["split"]["test_ids"] != [int(i) for i in split_ids[1]]:
             raise CheckpointError(f"the class split made now differs from the one recorded in "
-                                  f"{run_dir / 'config.json'}; cannot resume")
-        check_shapes(ckpt.params, params)
-        params = {k: asarray(v, xp) for k, v in ckpt.params.items()}
-        opt.load_state_dict({k: v if v.dtype.kind in "iu" else asarray(v, xp)
-                             for k, v in ckpt.opt_state.items()})
+                                  f"{rd.path / CONFIG_NAME}; cannot resume")
+        if ckpt is not None:
+            params = restore(ckpt, params, opt, xp)
         record["config"] = cfg.to_dict()
-        record["resumes"].append({"time": now(), "step": ckpt.step, "backend": backend_name(xp)})
-        start_step = ckpt.step
-        print(f"resuming {run_dir} at step {start_step}")
-    write_json(run_dir / "config.json", record)
+        record.setdefault("resumes", []).append(
+            {"time": now(), "step": start_step, "backend": backend_name(xp)})
+        print(f"resuming {rd.path} at step {start_step}"
+              + ("" if ckpt else " (it stopped before its first checkpoint)"))
+    write_json(rd.path / CONFIG_NAME, record)
     best = None
     if val is not None:
-        best = BestTracker(run_dir, cfg.samples, resume_step=start_step if ckpt else None)
-    return Run(cfg, run_dir, xp, mcfg, params, opt, start_step, train, test, val, best)
+        best = BestTracker(rd.path, cfg.samples,
+                           resume_step=None if rd.record is None else start_step)
+    return Run(cfg, rd.path, xp, mcfg, params, opt, start_step, train, test, val, best)
+
+
+def restore(ckpt, params, opt, xp):
+    """The checkpoint's parameters on `xp`, and its state loaded into `opt`, after checking both
+    against the model's shapes."""
+    check_shapes(ckpt.params, params)
+    check_shapes(ckpt.opt_state, opt.state_dict(), "optimizer state")
+    opt.load_state_dict({k: v if v.dtype.kind in "iu" else asarray(v, xp)
+                         for k, v in ckpt.opt_state.items()})
+    return {k: asarray(v, xp) for k, v in ckpt.params.items()}
 
 
 # ---------------------------------------------------------------- the loop
@@ -264,27 +259,23 @@ def is_eval_step(cfg, step):
     return step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
 
 
-def evaluate_on_test(run, params, step, episodes, title, json_name=None):
+def evaluate_on_test(run, params, step, episodes, title):
     """Held-out per-instance accuracy (S,) of `params` on `episodes` test episodes, printed as a
-    table and, given json_name, written as the file `python -m flmn_np.evaluate` writes."""
+    table, and the record `python -m flmn_np.evaluate` would write for it."""
     acc, loss = evaluate_params(params, run.mcfg, run.test, episodes, run.cfg.samples,
                                 run.cfg.eval_seed)
     tqdm.write(format_accuracy_table(acc, episodes, title=title))
-    if json_name is not None:
-        write_json(run.dir / json_name,
-                   eval_record(run.dir, run.cfg, "omniglot", episodes, run.cfg.eval_seed, step,
-                               backend_name(run.xp), loss, acc))
-    return acc
+    return acc, eval_record(run.dir, run.cfg, "omniglot", episodes, run.cfg.eval_seed, step,
+                            backend_name(run.xp), loss, acc)
 
 
 def evaluate_now(run, step, final):
-    """Held-out per-instance accuracy (S,) at `step` (eval_omniglot.json when final); None when
-    the number of episodes for this point (--eval-episodes, or --final-eval-episodes) is 0."""
+    """(held-out per-instance accuracy (S,), its eval record) at `step`; (None, None) when the
+    number of episodes for this point (--eval-episodes, or --final-eval-episodes) is 0."""
     episodes = run.cfg.final_eval_episodes if final else run.cfg.eval_episodes
     if episodes == 0:
-        return None
-    return evaluate_on_test(run, run.params, step, episodes, f"held-out, step {step}",
-                            "eval_omniglot.json" if final else None)
+        return None, None
+    return evaluate_on_test(run, run.params, step, episodes, f"held-out, step {step}")
 
 
 def validate_now(run, step):
@@ -304,9 +295,10 @@ def evaluate_best(run):
     if run.cfg.final_eval_episodes == 0:
         return
     ckpt = load_checkpoint(run.dir / BEST_NAME)
-    evaluate_on_test(run, params_from_checkpoint(ckpt, run.mcfg, run.xp), ckpt.step,
-                     run.cfg.final_eval_episodes, f"held-out, best.npz (step {ckpt.step})",
-                     "eval_omniglot_best.json")
+    _, record = evaluate_on_test(run, params_from_checkpoint(ckpt, run.mcfg, run.xp), ckpt.step,
+                                 run.cfg.final_eval_episodes,
+                                 f"held-out, best.npz (step {ckpt.step})")
+    write_json(run.dir / "eval_omniglot_best.json", record)
 
 
 def params_finite(params):
@@ -319,15 +311,23 @@ def kept_checkpoint(run_dir):
     """What a stopped run leaves behind, for its error message."""
     path = Path(run_dir) / CHECKPOINT_NAME
     if not path.is_file():
-        return "no checkpoint was written yet"
-    return f"the last good checkpoint (step {load_checkpoint(path).step}) is kept in {run_dir}"
+        return "no checkpoint was written yet (--resume starts the run again from step 0)"
+    try:
+        step = load_checkpoint(path).step
+    except CheckpointError as e:
+        return f"no usable checkpoint is left ({e})"
+    return f"the last good checkpoint (step {step}) is kept in {run_dir}"
 
 
-def checkpoint(run, step):
-    """Save params/optimizer at `step`, refusing a non-finite state."""
+def check_params_finite(run, step):
+    """Stop the run before a non-finite state is scored, compared or saved."""
     if not params_finite(run.params):
         raise TrainingError(f"the parameters are not finite at step {step}; stopped, "
                             f"{kept_checkpoint(run.dir)} (try a smaller --lr or --clip)")
+
+
+def checkpoint(run, step):
+    """Save params/optimizer at `step` (save_checkpoint refuses a non-finite state)."""
     save_checkpoint(run.dir / CHECKPOINT_NAME, run.params, run.opt.state_dict(), step,
                     run.cfg.to_dict())
 
@@ -339,24 +339,31 @@ def check_finite(loss, step, run_dir):
                             f"{kept_checkpoint(run_dir)} (try a smaller --lr or --clip)")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def install_interrupt_flag():
-    """Ctrl-C sets the returned Event (the loop then stops at the end of the step, so parameters
-    are never saved half-updated); a second Ctrl-C interrupts at once. Returns (event, restore)."""
+    """Ctrl-C or SIGTERM sets the returned Event and its `signum` (the loop then stops at the
+    end of the step and saves a checkpoint, so parameters are never saved half-updated); a second
+    one interrupts at once. Returns (event, restore)."""
     stop = threading.Event()
+    stop.signum = None
 
     def handler(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
+        stop.signum = signum
         stop.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
-    return stop, lambda: signal.signal(signal.SIGINT, previous)
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    return stop, lambda: [signal.signal(s, h) for s, h in previous.items()]
 
 
 def log_point(run, stats, step, bar, wall_time, stopping):
     """At a logging step: sync the interval's sums, stop on a non-finite loss, update the bar,
     evaluate (at evaluation points; validation first, which may end the run early), append the
-    metrics.csv row, and checkpoint (at evaluation points and when stopping).
+    metrics.csv row, checkpoint (at evaluation points and when stopping), and at the end write
+    eval_omniglot.json (after its checkpoint, so it never names a step the run does not have).
     Returns True when the run ends here (last step, or --patience ran out)."""
     cfg = run.cfg
     n_steps, loss, gnorm, acc, seconds = stats.read()
@@ -364,30 +371,34 @@ def log_point(run, stats, step, bar, wall_time, stopping):
     bar.set_postfix(loss=f"{loss:.3f}", acc2=f"{acc[min(1, len(acc) - 1)]:.3f}",
                     eps=f"{n_steps * cfg.batch_size / seconds:.0f}/s")
     evaluating = is_eval_step(cfg, step)
+    if evaluating or stopping:
+        check_params_finite(run, step)
     final = step == cfg.steps
     if evaluating and run.best is not None:
         if validate_now(run, step) and not final:
             tqdm.write(f"no better validation score in {cfg.patience} evaluation points: "
                        f"stopping early at step {step} (best: step {run.best.best_step})")
             final = True
-    test_acc = evaluate_now(run, step, final) if evaluating else None
+    test_acc, record = evaluate_now(run, step, final) if evaluating else (None, None)
     row = make_row(step, step * cfg.batch_size, loss, gnorm, acc, test_acc, wall_time)
     append_metrics(run.dir / "metrics.csv", row, cfg.samples)
     if evaluating or stopping:
         checkpoint(run, step)
+    if final and record is not None:
+        write_json(run.dir / "eval_omniglot.json", record)
     stats.restart_clock()   # episodes/s counts training only, not evaluation
     return final
 
 
 def train(run):
-    """The training loop from run.start_step to cfg.steps (or an early stop).
-    Returns (last step taken, whether the run finished rather than being interrupted)."""
+    """The training loop from run.start_step to cfg.steps (or an early stop). Returns (last
+    step taken, None if the run finished, else the signal that interrupted it)."""
     cfg = run.cfg
     wall_offset = start_metrics(run.dir / "metrics.csv", cfg.samples,
                                 keep_until_step=run.start_step if run.start_step else None)
     started = time.perf_counter() - wall_offset
     stats = IntervalStats(cfg.samples)
-    stop, restore_sigint = install_interrupt_flag()
+    stop, restore_signals = install_interrupt_flag()
     bar = tqdm(total=cfg.steps, initial=run.start_step, unit="step", dynamic_ncols=True,
                mininterval=1.0)
     step, finished = run.start_step, False
@@ -405,29 +416,42 @@ def train(run):
                                          stopping)
                 if stopping or finished:
                     break
-                if cfg.stop_after == step:
-                    os.kill(os.getpid(), signal.SIGKILL)   # testing hook: a hard crash
     finally:
         bar.close()
-        restore_sigint()
-    return step, finished
+        restore_signals()
+    return step, None if finished else stop.signum
 
 
 # ---------------------------------------------------------------- entry point
 
 def run_training(argv=None):
-    """Parse, set up, train. Returns the process exit code."""
-    cfg, ckpt = open_run_dir(*parse_args(argv))
-    if ckpt is not None and ckpt.step >= cfg.steps:
-        print(f"{cfg.out} is already trained to step {ckpt.step}; pass a larger --steps "
+    """Parse, open and lock the run directory, set up, train. Returns the process exit code."""
+    rd = open_run_dir(*parse_args(argv))
+    try:
+        return train_in(rd)
+    finally:
+        rd.close()
+
+
+def train_in(rd):
+    """Train the opened run `rd` to its end; 128 + signal number when interrupted."""
+    if rd.ckpt is not None and rd.ckpt.step >= rd.cfg.steps:
+        print(f"{rd.path} is already trained to step {rd.ckpt.step}; pass a larger --steps "
               f"to train on")
         return 0
-    run = setup(cfg, ckpt)
-    step, finished = train(run)
-    if not finished:
-        print(f"interrupted at step {step}; checkpoint saved. Resume with:\n"
-              f"  python train.py --out {run.dir} --resume", file=sys.stderr)
-        return 130
+    try:
+        run = setup(rd)
+    except BaseException:
+        rd.abandon()
+        raise
+    try:
+        step, signum = train(run)
+    except OSError as e:
+        raise TrainingError(f"{os_error_line(e)}; stopped, {kept_checkpoint(run.dir)}") from None
+    if signum is not None:
+        print(f"interrupted ({signal.Signals(signum).name}) at step {step}; checkpoint saved. "
+              f"Resume with:\n  python train.py --out {run.dir} --resume", file=sys.stderr)
+        return 128 + signum
     plot_runs([run.dir], run.dir / "curves.png")
     if run.best is not None:
         evaluate_best(run)
@@ -437,12 +461,6 @@ def run_training(argv=None):
 
 
 def main(argv=None):
-    """train.py: exit code 2 with a one-line message (no traceback) for every problem it knows."""
-    try:
-        return run_training(argv)
-    except (ConfigError, CheckpointError, BackendError, DataError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    """train.py: exit code 2 with a one-line message (no traceback) for every problem it knows,
+    130 on a second Ctrl-C."""
+    return run_command("train.py", run_training, argv)

@@ -14,15 +14,12 @@ The score is the validation 2nd-instance accuracy, the one-shot number the paper
 with. `--patience P` ends the run after P evaluation points without a better score. The test
 classes and checkpoint.npz (the latest state, for --resume) are untouched by any of this.
 """
-import csv
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import save_checkpoint
+from .rundir import append_row, keep_rows_until, write_json
 
 BEST_NAME = "best.npz"
 VALIDATION_SEED_TAG = 0x5A1   # keeps the validation draw apart from the split's own permutation
@@ -63,11 +60,7 @@ class BestTracker:
         validation.csv rows past it are dropped, as metrics.csv's are."""
         self.dir, self.samples = Path(run_dir), samples
         self.csv = self.dir / "validation.csv"
-        rows = []
-        if resume_step is not None and self.csv.is_file():
-            with open(self.csv, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        self._rewrite(rows)
+        rows = keep_rows_until(self.csv, _columns(samples), resume_step)
         self.best_step, self.best_score = None, -np.inf
         for r in rows:   # the best so far is whatever the kept rows say (best.npz matches it)
             s = _row_score(r, samples)
@@ -75,30 +68,20 @@ class BestTracker:
                 self.best_step, self.best_score = int(r["step"]), s
         self.since_best = sum(1 for r in rows if int(r["step"]) > (self.best_step or 0))
 
-    def _rewrite(self, rows):
-        fd, tmp = tempfile.mkstemp(prefix=".validation-", suffix=".csv.tmp", dir=self.dir)
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=_columns(self.samples))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.csv)
-
     def update(self, step, acc, loss, params, opt_state, config):
         """Record the validation result at `step`; save best.npz when the score improves.
         Returns True when it did."""
         row = {"step": step, "val_loss": f"{loss:.6g}"}
         row.update({f"val_acc_{k}": f"{a:.4f}" for k, a in enumerate(acc, start=1)})
-        with open(self.csv, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=_columns(self.samples)).writerow(row)
+        append_row(self.csv, _columns(self.samples), row)
         s = _row_score(row, self.samples)
         if s <= self.best_score:
             self.since_best += 1
             return False
         save_checkpoint(self.dir / BEST_NAME, params, opt_state, step, config)
         self.best_step, self.best_score, self.since_best = step, s, 0
-        (self.dir / "best.json").write_text(json.dumps(
-            {"step": step, "score": s, "score_name": "validation 2nd-instance accuracy"},
-            indent=2) + "\n")
+        write_json(self.dir / "best.json",
+                   {"step": step, "score": s, "score_name": "validation 2nd-instance accuracy"})
         return True
 
     def exhausted(self, patience):

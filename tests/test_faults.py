@@ -1,0 +1,225 @@
+"""Damaged files, full disks, diverging runs and interrupts: one line each, nothing half-written,
+the last good checkpoint kept."""
+import errno
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_train import (REPO, assert_clean_error, kill_hard, params_of, run_cli, start_paused,
+                        tiny_flags, tiny_run, train_in_process)  # noqa: F401
+
+from flmn_np.evaluate import main as evaluate_main
+from flmn_np.memviz import main as memviz_main
+from flmn_np.plot import main as plot_main
+from flmn_np.runs import checkpoint as checkpoint_module, rundir
+from flmn_np.runs.checkpoint import load_checkpoint, save_checkpoint
+from flmn_np.runs.metrics import csv_columns, read_metrics
+
+
+def one_line_error(capsys, code, *fragments):
+    """An in-process command returned 2 and printed exactly one line holding the fragments."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], err
+    return lines[0]
+
+
+def commands(run_dir, data_dir, tmp_path):
+    """resume, evaluate and memviz on `run_dir`, each as (name, () -> exit code)."""
+    return [
+        ("resume", lambda: train_in_process(["--out", str(run_dir), "--resume", "--steps", "8"])),
+        ("evaluate", lambda: evaluate_main([str(run_dir), "--episodes", "2", "--backend", "numpy",
+                                            "--data-dir", str(data_dir)])),
+        ("memviz", lambda: memviz_main([str(run_dir), "--out", str(tmp_path / "m.png"),
+                                        "--data-dir", str(data_dir)])),
+    ]
+
+
+def rewrite_checkpoint(path, **change):
+    """Rewrite an npz checkpoint with entries replaced (value None: removed)."""
+    with np.load(path, allow_pickle=False) as z:
+        entries = {k: z[k] for k in z.files}
+    for k, v in change.items():
+        if v is None:
+            entries = {e: a for e, a in entries.items() if not e.startswith(k)}
+        else:
+            entries[k] = v
+    np.savez(path, **entries)
+
+
+def _truncate(p):
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _flip(p):
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "truncated": (_truncate, "damaged"),
+    "empty": (lambda p: p.write_bytes(b""), "not an npz file"),
+    "bit-flipped": (_flip, "damaged"),
+    "random bytes": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)),
+                     "not an npz file"),
+    "negative step": (lambda p: rewrite_checkpoint(p, step=np.asarray(-3)), "step -3"),
+    "nan parameters": (lambda p: rewrite_checkpoint(
+        p, **{"param/b_out": np.full_like(load_checkpoint(p).params["b_out"], np.nan)}),
+        "non-finite"),
+    "pickled": (lambda p: rewrite_checkpoint(p, **{"param/b_out": np.array([{}], dtype=object)}),
+                "damaged"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_checkpoint_is_one_line_everywhere(damage, tiny_run, data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    spoil, fragment = DAMAGE[damage]
+    spoil(run / "checkpoint.npz")
+    for name, command in commands(run, data_dir, tmp_path):
+        line = one_line_error(capsys, command(), "checkpoint.npz", fragment)
+        assert "pickled" not in line or damage == "pickled", (name, line)
+
+
+def test_checkpoint_without_optimizer_state_is_refused_by_resume(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    rewrite_checkpoint(run / "checkpoint.npz", **{"opt/": None})
+    code = train_in_process(["--out", str(run), "--resume", "--steps", "8"])
+    one_line_error(capsys, code, "optimizer state", "missing")
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"config": {"hidden": "big"}, '
+                                     '"split": {"test_ids": [1]}}'])
+def test_broken_config_json_is_one_line_everywhere(content, tiny_run, data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "config.json").write_text(content)
+    for name, command in commands(run, data_dir, tmp_path):
+        one_line_error(capsys, command(), "config.json", "damaged")
+    one_line_error(capsys, plot_main([str(run), "--out", str(tmp_path / "p.png")]),
+                   "config.json", "damaged")
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_run(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ckpt = load_checkpoint(run / "checkpoint.npz")
+    save_checkpoint(run / "checkpoint.npz", ckpt.params, ckpt.opt_state, ckpt.step,
+                    {**ckpt.config, "gamma": 0.5})
+    code = evaluate_main([str(run), "--episodes", "2", "--backend", "numpy"])
+    one_line_error(capsys, code, "from another run", "--gamma 0.5 (asked: 0.95)")
+
+
+# ---------------------------------------------------------------- non-finite values
+
+def test_a_diverging_run_saves_nothing_non_finite(data_dir, tmp_path):
+    out = tmp_path / "inf"
+    flags = {"--lr": 1e39, "--val-classes": 10, "--eval-every": 1}
+    proc = run_cli(["train.py", *tiny_flags(data_dir, out, **flags)])
+    assert_clean_error(proc, "not finite", "no checkpoint was written yet")
+    assert "last good" not in proc.stderr
+    assert not (out / "best.npz").exists() and not (out / "checkpoint.npz").exists()
+
+
+def test_save_checkpoint_refuses_non_finite_values(tmp_path):
+    with pytest.raises(checkpoint_module.CheckpointError, match="non-finite"):
+        save_checkpoint(tmp_path / "c.npz", {"w": np.array([1.0, np.inf])}, {}, 1, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("lr", ["inf", "nan", "0", "-1e-3"])
+def test_lr_must_be_finite_and_positive(lr):
+    proc = run_cli(["train.py", "--lr", lr])
+    assert proc.returncode == 2 and "--lr" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- OS errors
+
+def fail_on(monkeypatch, module, name, call):
+    """Make module.atomic_write fail with ENOSPC on the `call`-th write of a file called `name`,
+    after writing part of it (as a full disk does)."""
+    real, calls = module.atomic_write, []
+
+    def atomic_write(path, write):
+        if str(path).endswith(name):
+            calls.append(path)
+            if len(calls) == call:
+                def half(f):
+                    f.write(b"half a file")
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real(path, half)
+        return real(path, write)
+    monkeypatch.setattr(module, "atomic_write", atomic_write)
+
+
+def test_disk_full_at_the_last_checkpoint_keeps_the_previous_one(tiny_run, data_dir, tmp_path,
+                                                                 monkeypatch, capsys):
+    out = tmp_path / "full"
+    fail_on(monkeypatch, checkpoint_module, "checkpoint.npz", call=3)    # steps 2, 4 saved; 6 not
+    code = train_in_process(tiny_flags(data_dir, out))
+    one_line_error(capsys, code, "No space left", "the disk is full",
+                   "last good checkpoint (step 4)")
+    assert load_checkpoint(out / "checkpoint.npz").step == 4
+    assert not (out / "eval_omniglot.json").exists()       # never a step past its checkpoint
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    assert train_in_process(["--out", str(out), "--resume"]) == 0
+    ours, ref = params_of(out), params_of(tiny_run)
+    for k in ref:
+        np.testing.assert_array_equal(ours[k], ref[k], err_msg=k)
+
+
+def test_disk_full_before_config_json_leaves_nothing(data_dir, tmp_path, monkeypatch, capsys):
+    fail_on(monkeypatch, rundir, "config.json", call=1)
+    code = train_in_process(tiny_flags(data_dir, tmp_path / "new" / "run"))
+    one_line_error(capsys, code, "No space left")
+    assert not (tmp_path / "new").exists()
+
+
+def test_evaluate_into_a_missing_folder_is_one_line(tiny_run, data_dir, tmp_path, capsys):
+    code = evaluate_main([str(tiny_run), "--episodes", "2", "--backend", "numpy",
+                          "--json", str(tmp_path / "no" / "such" / "e.json")])
+    one_line_error(capsys, code, "No such file or directory")
+
+
+# ---------------------------------------------------------------- interrupted and cut short
+
+def test_a_row_cut_mid_line_is_dropped_with_a_warning(tiny_run, data_dir, tmp_path, capsys):
+    out = tmp_path / "cut"
+    kill_hard(start_paused(tiny_flags(data_dir, out), step=5))
+    with open(out / "metrics.csv", "a") as f:
+        f.write("6,12,1.6")                                    # what a crash mid-row leaves
+    assert plot_main([str(out), "--out", str(tmp_path / "p.png")]) == 0
+    assert "cut short" in capsys.readouterr().err
+    for _ in range(2):                                          # and every later resume works
+        assert train_in_process(["--out", str(out), "--resume"]) == 0
+    assert "cut short" in capsys.readouterr().err
+    rows, ref = read_metrics(out / "metrics.csv"), read_metrics(tiny_run / "metrics.csv")
+    for name in csv_columns(10)[:-1]:
+        assert [r[name] for r in rows] == [r[name] for r in ref], name
+
+
+def test_ctrl_c_during_evaluate_exits_130_without_a_traceback(tiny_run, data_dir):
+    proc = subprocess.Popen([sys.executable, "-m", "flmn_np.evaluate", str(tiny_run),
+                             "--episodes", "1000000", "--backend", "numpy", "--json",
+                             str(tiny_run / "never.json"), "--data-dir", str(data_dir)],
+                            cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith("evaluating")
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:   # a Ctrl-C that lands before the loop may be lost: again
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (tiny_run / "never.json").exists()
