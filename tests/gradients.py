@@ -20,19 +20,23 @@ def numeric_grad(loss, x, h=1e-6):
     return grad
 
 
-def check_op(forward, backward, inputs, wrt, xp, seed=0):
-    """Compare backward with centred differences of L = sum_k sum(out_k * dout_k).
+def check_op(forward, backward, inputs, xp, wrt=None, seed=0):
+    """Compare an op's backward with centred differences of L = sum_k sum(out_k * dout_k).
 
-    forward(*xp_inputs) -> (outs tuple, cache); backward(douts tuple, cache) -> grads for the
-    inputs at positions `wrt`, in that order. Returns the norm-ratio error per input in `wrt`.
+    forward and backward are the op's own pair, called as the engine calls them:
+    forward(*inputs) -> (out_1, ..., out_m, cache); backward(dout_1, ..., dout_m, cache) -> the
+    gradient of each input listed in `wrt` (default: all), in that order (one array or a tuple).
+    Fixed arguments go in with functools.partial. Returns the norm-ratio error per input in `wrt`.
     """
+    wrt = list(range(len(inputs))) if wrt is None else wrt
     rng = np.random.default_rng(seed)
-    outs, cache = forward(*[asarray(a, xp) for a in inputs])
+    *outs, cache = forward(*[asarray(a, xp) for a in inputs])
     douts = [rng.standard_normal(np.shape(to_numpy(o))) for o in outs]
-    analytic = backward(tuple(asarray(d, xp) for d in douts), cache)
+    analytic = backward(*[asarray(d, xp) for d in douts], cache)
+    analytic = analytic if isinstance(analytic, tuple) else (analytic,)
 
     def loss():
-        o, _ = forward(*[asarray(a, xp) for a in inputs])
+        *o, _ = forward(*[asarray(a, xp) for a in inputs])
         return float(sum(np.sum(to_numpy(ok) * dk) for ok, dk in zip(o, douts)))
 
     return [rel_error(to_numpy(a), numeric_grad(loss, inputs[i])) for i, a in zip(wrt, analytic)]

@@ -1,4 +1,6 @@
 """Every op pair against centred finite differences, on every backend (float64, tiny shapes)."""
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -26,9 +28,8 @@ def probs(*shape, seed=0):
 
 def test_lstm_cell(backend):
     xp = get_xp(backend)
-    errs = check_op(lambda z, c: (lambda h, c1, cache: ((h, c1), cache))(*lstm.lstm_cell_forward(z, c)),
-                    lambda d, cache: lstm.lstm_cell_backward(d[0], d[1], cache),
-                    [rand(B, 4 * H, seed=1), rand(B, H, seed=2)], [0, 1], xp)
+    errs = check_op(lstm.lstm_cell_forward, lstm.lstm_cell_backward,
+                    [rand(B, 4 * H, seed=1), rand(B, H, seed=2)], xp)
     assert max(errs) < TOL, errs
 
 
@@ -39,9 +40,8 @@ def test_cosine(backend, R, placement):
     M = rand(B, N, W, seed=2)
     # Empty slots (1e-6, where the epsilon dominates the norm) are too curved for h = 1e-6
     # differences in M itself; the episode checks cover them through the parameters.
-    errs = check_op(lambda k, M: (lambda K, c: ((K,), c))(*addressing.cosine_forward(k, M, placement)),
-                    lambda d, cache: addressing.cosine_backward(d[0], cache),
-                    [rand(B, R, W, seed=1), M], [0, 1], xp)
+    errs = check_op(partial(addressing.cosine_forward, eps_placement=placement),
+                    addressing.cosine_backward, [rand(B, R, W, seed=1), M], xp)
     assert max(errs) < TOL, errs
 
 
@@ -74,18 +74,16 @@ def test_cosine_eps_placement_on_the_initial_fill(backend):
 @pytest.mark.parametrize("R", [1, 2])
 def test_address(backend, R):
     xp = get_xp(backend)
-    errs = check_op(lambda k, M: (lambda w, c: ((w,), c))(*addressing.address_forward(k, M)),
-                    lambda d, cache: addressing.address_backward(d[0], cache),
-                    [rand(B, R, W, seed=1), rand(B, N, W, seed=2)], [0, 1], xp)
+    errs = check_op(addressing.address_forward, addressing.address_backward,
+                    [rand(B, R, W, seed=1), rand(B, N, W, seed=2)], xp)
     assert max(errs) < TOL, errs
 
 
 @pytest.mark.parametrize("R", [1, 2])
 def test_read(backend, R):
     xp = get_xp(backend)
-    errs = check_op(lambda w, M: (lambda r, c: ((r,), c))(*addressing.read_forward(w, M)),
-                    lambda d, cache: addressing.read_backward(d[0], cache),
-                    [probs(B, R, N, seed=1), rand(B, N, W, seed=2)], [0, 1], xp)
+    errs = check_op(addressing.read_forward, addressing.read_backward,
+                    [probs(B, R, N, seed=1), rand(B, N, W, seed=2)], xp)
     assert max(errs) < TOL, errs
 
 
@@ -94,9 +92,9 @@ def test_write_weights(backend, R):
     xp = get_xp(backend)
     w_lu = np.zeros((B, R, N))
     w_lu[:, np.arange(R), np.arange(R)] = 1.0
-    errs = check_op(lambda g, w_r: (lambda w, c: ((w,), c))(*memory.write_weights_forward(g, w_r, asarray(w_lu, xp))),
-                    lambda d, cache: memory.write_weights_backward(d[0], cache),
-                    [np.random.default_rng(0).random((B, R)), probs(B, R, N, seed=1)], [0, 1], xp)
+    errs = check_op(partial(memory.write_weights_forward, w_lu_prev=asarray(w_lu, xp)),
+                    memory.write_weights_backward,
+                    [np.random.default_rng(0).random((B, R)), probs(B, R, N, seed=1)], xp)
     assert max(errs) < TOL, errs
 
 
@@ -106,9 +104,8 @@ def test_write(backend, R, erase):
     lu = np.zeros((B, N))
     lu[:, 2] = 1.0
     erase_xp = asarray(lu, xp) if erase else None
-    errs = check_op(lambda M, w, a: (lambda M1, c: ((M1,), c))(*memory.write_forward(M, w, a, erase=erase_xp)),
-                    lambda d, cache: memory.write_backward(d[0], cache),
-                    [rand(B, N, W, seed=1), probs(B, R, N, seed=2), rand(B, R, W, seed=3)], [0, 1, 2], xp)
+    errs = check_op(partial(memory.write_forward, erase=erase_xp), memory.write_backward,
+                    [rand(B, N, W, seed=1), probs(B, R, N, seed=2), rand(B, R, W, seed=3)], xp)
     assert max(errs) < TOL, errs
 
 
@@ -126,13 +123,10 @@ def test_write_erases_only_the_least_used_slot(backend):
 
 def test_softmax_and_cross_entropy(backend):
     xp = get_xp(backend)
-    errs = check_op(lambda z: (lambda p, c: ((p,), c))(*ops.softmax_forward(z)),
-                    lambda d, cache: (ops.softmax_backward(d[0], cache),),
-                    [rand(B, 4, 5, seed=1)], [0], xp)
+    errs = check_op(ops.softmax_forward, ops.softmax_backward, [rand(B, 4, 5, seed=1)], xp)
     y = asarray(np.array([[0, 4, 2], [1, 1, 3]]), xp)
-    errs += check_op(lambda z: (lambda L, c: ((L,), c))(*ops.cross_entropy_forward(z, y)),
-                     lambda d, cache: (ops.cross_entropy_backward(d[0], cache),),
-                     [rand(B, 3, 5, seed=2)], [0], xp)
+    errs += check_op(partial(ops.cross_entropy_forward, y=y), ops.cross_entropy_backward,
+                     [rand(B, 3, 5, seed=2)], xp)
     assert max(errs) < TOL, errs
 
 
@@ -205,15 +199,16 @@ def test_memory_step(backend, model, R, add):
     def forward(heads, *fields):
         mem = type(mem0)(**dict(zip(diff_fields, fields)), **fixed)
         r, new, cache = module.memory_step_forward(heads, mem, cfg)
-        return (r, *[getattr(new, f) for f in diff_fields]), cache
+        return (r, *[getattr(new, f) for f in diff_fields], cache)
 
-    def backward(d, cache):
-        dmem = type(mem0)(**dict(zip(diff_fields, d[1:])), **{k: None for k in fixed})
-        dheads, dprev = module.memory_step_backward(d[0], dmem, cache)
+    def backward(dr, *dfields_and_cache):
+        *dfields, cache = dfields_and_cache
+        dmem = type(mem0)(**dict(zip(diff_fields, dfields)), **{k: None for k in fixed})
+        dheads, dprev = module.memory_step_backward(dr, dmem, cache)
         return (dheads, *[getattr(dprev, f) for f in diff_fields])
 
     inputs = [heads] + [init[f] for f in diff_fields]
-    errs = check_op(forward, backward, inputs, list(range(len(inputs))), xp)
+    errs = check_op(forward, backward, inputs, xp)
     assert max(errs) < TOL, dict(zip(["heads"] + diff_fields, errs))
 
 
