@@ -223,3 +223,20 @@ def test_ctrl_c_during_evaluate_exits_130_without_a_traceback(tiny_run, data_dir
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert not (tiny_run / "never.json").exists()
+
+
+def test_a_stripped_checkpoint_evaluates_but_does_not_resume(tmp_path, data_dir):
+    """Publishing a finished run: parameters only, evaluated as before, --resume refused in a line."""
+    out = tmp_path / "run"
+    assert train_in_process(tiny_flags(data_dir, out)) == 0
+    before = load_checkpoint(out / "checkpoint.npz")
+    size = (out / "checkpoint.npz").stat().st_size
+    assert checkpoint_module.main(["strip", str(out / "checkpoint.npz")]) == 0
+    after = load_checkpoint(out / "checkpoint.npz")
+    assert after.opt_state == {} and after.step == before.step
+    assert all(np.array_equal(after.params[k], before.params[k]) for k in before.params)
+    assert (out / "checkpoint.npz").stat().st_size < size / 2
+    assert evaluate_main([str(out), "--episodes", "4", "--data-dir", str(data_dir)]) == 0
+    r = subprocess.run([sys.executable, "train.py", *tiny_flags(data_dir, out), "--resume",
+                        "--steps", "8"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "parameters only" in r.stderr and "Traceback" not in r.stderr

@@ -14,7 +14,9 @@ checkpoint, and nothing non-finite is ever saved: a diverged run keeps its last 
 Loading checks everything a reader relies on (a zip of plain arrays, a step >= 0, the run's config,
 finite values) and reports anything else as one CheckpointError.
 """
+import argparse
 import json
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -107,3 +109,32 @@ def check_shapes(loaded, expected, what="parameters"):
         if np.shape(v) != np.shape(expected[k]):
             raise CheckpointError(f"checkpoint {what} {k!r} has shape {np.shape(v)}, "
                                   f"this model needs {np.shape(expected[k])}")
+
+
+def strip_optimizer_state(path):
+    """Rewrite a checkpoint with its parameters, step and config only: a third of the size, for
+    publishing a finished run that others re-evaluate. `evaluate` reads it; `--resume` refuses it."""
+    ckpt = load_checkpoint(path)
+    save_checkpoint(path, ckpt.params, {}, ckpt.step, ckpt.config)
+
+
+def main(argv=None):
+    """python -m flmn_np.runs.checkpoint strip FILE [FILE ...]"""
+    parser = argparse.ArgumentParser(prog="python -m flmn_np.runs.checkpoint",
+                                     description="Strip the optimizer state from finished runs' "
+                                                 "checkpoints (they can then be evaluated, not resumed).")
+    parser.add_argument("command", choices=("strip",))
+    parser.add_argument("files", nargs="+")
+    args = parser.parse_args(argv)
+    try:
+        for f in args.files:
+            strip_optimizer_state(f)
+            print(f"{f}: parameters only")
+    except (CheckpointError, OSError) as e:
+        print(f"checkpoint: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -197,6 +197,9 @@ def restore(ckpt, params, opt, xp):
     """The checkpoint's parameters on `xp`, and its state loaded into `opt`, after checking both
     against the model's shapes."""
     check_shapes(ckpt.params, params)
+    if not ckpt.opt_state:
+        raise CheckpointError("the checkpoint holds parameters only (optimizer state stripped for "
+                              "publishing): it can be evaluated, not resumed")
     check_shapes(ckpt.opt_state, opt.state_dict(), "optimizer state")
     opt.load_state_dict({k: v if v.dtype.kind in "iu" else asarray(v, xp)
                          for k, v in ckpt.opt_state.items()})
