@@ -20,7 +20,8 @@ from .data.episodes import EpisodeSource, draw_batch
 from .data.files import atomic_write, resolve_data_dir
 from .data.sources import omniglot_data
 from .evaluate import load_run, params_from_checkpoint
-from .runs.config import check_episode_sizes, model_config
+from .plot import check_image_path
+from .runs.config import check_episode_sizes, int_at_least, model_config
 from .runs.rundir import run_command
 from .core.models import initial_state, step_forward
 from .core.ops import previous_label_onehot
@@ -115,7 +116,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m flmn_np.memviz", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", help="run directories (config.json, checkpoint.npz)")
     parser.add_argument("--out", type=str, required=True, help="PNG file to write")
-    parser.add_argument("--seed", type=int, default=0, help="which test episode")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="which test episode")
     parser.add_argument("--data-dir", type=str, default=None)
     args = parser.parse_args(argv)
     return run_command("memviz", draw, args)
@@ -123,6 +124,7 @@ def main(argv=None):
 
 def draw(args):
     """Trace every run, draw the figure, print a summary line per run."""
+    check_image_path(args.out)
     traces = [load_trace(d, args.data_dir, args.seed) for d in args.run_dirs]
     plot_traces(traces, args.out)
     for label, reads, writes, preds, y in traces:

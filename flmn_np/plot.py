@@ -119,7 +119,18 @@ def main(argv=None):
     return run_command("plot", plot, args)
 
 
+def check_image_path(out):
+    """ConfigError unless matplotlib can write the format that `out`'s suffix names."""
+    fmt = Path(out).suffix.lstrip(".").lower() or "png"
+    supported = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if fmt not in supported:
+        raise ConfigError(f"--out {out}: cannot write .{fmt} images; use one of "
+                          f"{', '.join('.' + f for f in sorted(supported))}")
+
+
 def plot(args):
+    check_image_path(args.out)
     missing = [d for d in args.run_dirs if not (Path(d) / "metrics.csv").is_file()]
     if missing:
         raise ConfigError(f"no metrics.csv in {', '.join(missing)}")

@@ -27,13 +27,14 @@ def row(run_dir, dataset, instances, best=False):
     try:
         result = json.loads(path.read_text())
         batch = json.loads((Path(run_dir) / "config.json").read_text())["config"]["batch_size"]
-        step = result["checkpoint_step"]
+        step, episodes = int(result["checkpoint_step"]), int(result["episodes"])
         cells = [f"{100 * result['accuracy'][str(k)]:.1f}" for k in instances]
+        steps = f"{step:,} ({step * int(batch):,})"
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{run_dir}: a damaged or incomplete JSON file "
                           f"({type(e).__name__}: {e})") from None
     name = Path(run_dir).name + (" (best.npz)" if best else "")
-    return f"| {name} | {step:,} ({step * batch:,}) | {result['episodes']:,} | " + " | ".join(cells) + " |"
+    return f"| {name} | {steps} | {episodes:,} | " + " | ".join(cells) + " |"
 
 
 def main(argv=None):

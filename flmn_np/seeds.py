@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .runs.config import ConfigError
 from .runs.metrics import column, ordinal, read_metrics
+from .runs.rundir import run_command
 
 INSTANCES = (1, 2, 3, 4, 5, 10)
 EVALUATIONS = (("omniglot", "last", "eval_omniglot.json"),
@@ -55,9 +57,14 @@ def run_evaluations(run_dir):
     for dataset, which, name in EVALUATIONS:
         path = Path(run_dir) / name
         if path.is_file():
-            r = json.loads(path.read_text())
-            out.append((dataset, which, r["checkpoint_step"], r["episodes"],
-                        {int(k): v for k, v in r["accuracy"].items()}))
+            try:
+                r = json.loads(path.read_text())
+                acc = {int(k): float(v) for k, v in r["accuracy"].items()}
+                out.append((dataset, which, int(r["checkpoint_step"]), int(r["episodes"]),
+                            {k: acc[k] for k in INSTANCES}))
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise ConfigError(f"{path} is damaged or incomplete ({type(e).__name__}: {e})") \
+                    from None
     return out
 
 
@@ -89,8 +96,8 @@ def write_csv(path, run_dirs):
                            + [f"{100 * acc[k]:.2f}" for k in INSTANCES])
 
 
-def fmt(mean, half):
-    return f"{mean:.1f}" if math.isnan(half) else f"{mean:.1f} ± {half:.1f}"
+def fmt(mean, half, digits=1):
+    return f"{mean:.{digits}f}" if math.isnan(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
 def summary_markdown(groups):
@@ -124,9 +131,9 @@ def summary_markdown(groups):
               "| validation 2nd, best | validation 2nd, last |", "|---|---|---|---|---|---|"]
     for name, dirs in groups.items():
         stats = [training_stats(d) for d in dirs]
-        cells = [fmt(*mean_ci([s[key] * scale for s in stats]))
-                 for key, scale in (("max_grad_norm", 1), ("leaves_chance_step", 1),
-                                    ("val_best_2", 100), ("val_last_2", 100))]
+        cells = [fmt(*mean_ci([s[key] * scale for s in stats]), digits)
+                 for key, scale, digits in (("max_grad_norm", 1, 2), ("leaves_chance_step", 1, 0),
+                                            ("val_best_2", 100, 1), ("val_last_2", 100, 1))]
         lines.append(f"| {name} | {len(dirs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -169,11 +176,15 @@ def main(argv=None):
     parser.add_argument("--md", required=True, help="summary tables")
     parser.add_argument("--png", help="learning curves with bands over seeds")
     args = parser.parse_args(argv)
+    return run_command("seeds", summarize, args)
+
+
+def summarize(args):
+    """Write --csv, --md and --png for the runs; ConfigError for a directory that is no run."""
     groups = {}
     for d in args.run_dirs:
         if not (Path(d) / "metrics.csv").is_file():
-            print(f"seeds: error: {d} is not a run directory (no metrics.csv)", file=sys.stderr)
-            return 2
+            raise ConfigError(f"{d} is not a run directory (no metrics.csv)")
         groups.setdefault(group_name(d), []).append(d)
     write_csv(args.csv, args.run_dirs)
     Path(args.md).write_text(summary_markdown(groups))

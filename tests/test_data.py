@@ -438,3 +438,15 @@ def test_show_rejects_bad_flags(capsys):
         cli.main(["show", "--out", "x.png", "--dataset", "cifar"])
     with pytest.raises(SystemExit):
         cli.main(["show", "--out", "x.png", "--dataset", "mnist", "--augment"])
+
+
+@pytest.mark.parametrize("flags,says", [
+    (["--classes", "99999"], "needs more"), (["--samples", "21"], "needs more"),
+    (["--dataset", "mnist", "--classes", "11"], "needs more"),
+    (["--out", "no-such-folder/episode.png"], "cannot write"), (["--out", "episode.xyz"], "cannot write")])
+def test_show_refuses_what_it_cannot_draw_in_one_line(data_dir, tmp_path, monkeypatch, capsys, flags, says):
+    """Episode sizes the data cannot supply and files that cannot be written: exit 2, one line."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["show", "--out", "episode.png", "--data-dir", str(data_dir), "--no-download", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1

@@ -1,6 +1,7 @@
 """Damaged files, full disks, diverging runs and interrupts: one line each, nothing half-written,
 the last good checkpoint kept."""
 import errno
+import json
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,8 @@ from test_train import (REPO, assert_clean_error, kill_hard, params_of, run_cli,
 from flmn_np.evaluate import main as evaluate_main
 from flmn_np.memviz import main as memviz_main
 from flmn_np.plot import main as plot_main
+from flmn_np.report import main as report_main
+from flmn_np.seeds import main as seeds_main
 from flmn_np.runs import checkpoint as checkpoint_module, rundir
 from flmn_np.runs.checkpoint import load_checkpoint, save_checkpoint
 from flmn_np.runs.metrics import csv_columns, read_metrics
@@ -75,6 +78,13 @@ DAMAGE = {
         "non-finite"),
     "pickled": (lambda p: rewrite_checkpoint(p, **{"param/b_out": np.array([{}], dtype=object)}),
                 "damaged"),
+    "integer parameters": (lambda p: rewrite_checkpoint(
+        p, **{"param/b_out": load_checkpoint(p).params["b_out"].astype(np.int64)}),
+        "not floating point"),
+    "a broken link": (lambda p: (p.unlink(), p.symlink_to(p.parent / "gone.npz")), "not a file"),
+    "a folder": (lambda p: (p.unlink(), p.mkdir()), "not a file"),
+    "a step past the run's end": (lambda p: rewrite_checkpoint(p, step=np.asarray(10**15)),
+                                  "past the"),
 }
 
 
@@ -94,7 +104,7 @@ def test_checkpoint_without_optimizer_state_is_refused_by_resume(tiny_run, tmp_p
     shutil.copytree(tiny_run, run)
     rewrite_checkpoint(run / "checkpoint.npz", **{"opt/": None})
     code = train_in_process(["--out", str(run), "--resume", "--steps", "8"])
-    one_line_error(capsys, code, "optimizer state", "missing")
+    one_line_error(capsys, code, "optimizer state", "parameters only")
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"config": {"hidden": "big"}, '
@@ -240,3 +250,104 @@ def test_a_stripped_checkpoint_evaluates_but_does_not_resume(tmp_path, data_dir)
     r = subprocess.run([sys.executable, "train.py", *tiny_flags(data_dir, out), "--resume",
                         "--steps", "8"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "parameters only" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------- found by the fault probe
+
+def test_a_size_too_large_for_memory_is_one_line_and_leaves_nothing(data_dir, tmp_path, capsys):
+    out = tmp_path / "huge"
+    code = train_in_process(tiny_flags(data_dir, out, **{"--hidden": 100_000_000}))
+    one_line_error(capsys, code, "out of memory", "--hidden")
+    assert not out.exists()
+
+
+def test_test_ids_that_are_not_the_runs_split_are_refused(tiny_run, data_dir, tmp_path, capsys):
+    """Negative ids would silently evaluate other classes, ids past the end gave an IndexError."""
+    for ids in ([-1] * 414, [99_999] * 414):
+        run = tmp_path / f"run{ids[0]}"
+        shutil.copytree(tiny_run, run)
+        record = json.loads((run / "config.json").read_text())
+        record["split"]["test_ids"] = ids
+        (run / "config.json").write_text(json.dumps(record))
+        for name, command in commands(run, data_dir, tmp_path):
+            one_line_error(capsys, command(), "config.json", "test_ids")
+
+
+@pytest.mark.parametrize("name", ["metrics.csv", "validation.csv"])
+@pytest.mark.parametrize("content", [b"step,loss\n1,nan2000\n", b"\xbd\xff\x00garbage\n", b""])
+def test_a_csv_log_with_garbage_is_one_line(name, content, data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_in_process(tiny_flags(data_dir, run, **{"--val-classes": 10,
+                                                         "--val-episodes": 2})) == 0
+    (run / name).write_bytes(content)
+    one_line_error(capsys, plot_main([str(run), "--out", str(tmp_path / "p.png")]), name)
+    one_line_error(capsys, train_in_process(["--out", str(run), "--resume", "--steps", "8"]), name)
+    one_line_error(capsys, seeds_main([str(run), "--csv", str(tmp_path / "s.csv"),
+                                       "--md", str(tmp_path / "s.md")]), name)
+
+
+@pytest.mark.parametrize("content", ["", "{x", "[1]", '{"checkpoint_step": 6, "episodes": 4}',
+                                     '{"checkpoint_step": "six", "episodes": 4, "accuracy": '
+                                     '{"1": 0.5, "2": 0.5, "3": 0.5, "4": 0.5, "5": 0.5, '
+                                     '"10": 0.5}}'])
+def test_damaged_eval_json_is_one_line_in_report_and_seeds(content, tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "eval_omniglot.json").write_text(content)
+    one_line_error(capsys, report_main([str(run)]), "damaged")
+    one_line_error(capsys, seeds_main([str(run), "--csv", str(tmp_path / "s.csv"),
+                                       "--md", str(tmp_path / "s.md")]), "eval_omniglot.json")
+
+
+def test_seeds_into_a_missing_folder_is_one_line(tiny_run, tmp_path, capsys):
+    code = seeds_main([str(tiny_run), "--csv", str(tmp_path / "no" / "s.csv"),
+                       "--md", str(tmp_path / "s.md")])
+    one_line_error(capsys, code, "No such file")
+
+
+def test_an_image_format_matplotlib_cannot_write_is_one_line(tiny_run, data_dir, tmp_path, capsys):
+    one_line_error(capsys, plot_main([str(tiny_run), "--out", str(tmp_path / "c.xyz")]), ".xyz")
+    code = memviz_main([str(tiny_run), "--out", str(tmp_path / "m.xyz"), "--data-dir",
+                        str(data_dir)])
+    one_line_error(capsys, code, ".xyz")
+    assert not list(tmp_path.iterdir())
+
+
+def test_memviz_refuses_a_negative_seed(tiny_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        memviz_main([str(tiny_run), "--out", str(tmp_path / "m.png"), "--seed", "-1"])
+    assert e.value.code == 2 and "--seed" in capsys.readouterr().err
+
+
+def test_ctrl_c_reaches_evaluate_started_as_a_background_job(tiny_run, data_dir):
+    """`cmd &` in a script starts cmd with SIGINT ignored; Python then raised no KeyboardInterrupt
+    and every Ctrl-C (kill -INT) to evaluate was lost, while train.py honoured it."""
+    proc = subprocess.Popen([sys.executable, "-m", "flmn_np.evaluate", str(tiny_run),
+                             "--episodes", "1000000", "--backend", "numpy", "--json",
+                             str(tiny_run / "never.json"), "--data-dir", str(data_dir)],
+                            cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert proc.stdout.readline().startswith("evaluating")
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+
+
+def test_resume_writes_the_end_files_a_kill_during_the_final_evaluation_left_out(data_dir,
+                                                                                tmp_path):
+    """kill -9 after the last checkpoint, while best.npz was being evaluated: --resume said
+    'already trained' and eval_omniglot_best.json was never written."""
+    out = tmp_path / "run"
+    assert train_in_process(tiny_flags(data_dir, out, **{"--val-classes": 10,
+                                                         "--val-episodes": 2})) == 0
+    best = (out / "eval_omniglot_best.json").read_text()
+    (out / "eval_omniglot_best.json").unlink()
+    (out / "curves.png").unlink()
+    proc = run_cli(["train.py", "--out", str(out), "--resume"])
+    assert proc.returncode == 0 and "left out" in proc.stdout, proc.stderr
+    assert (out / "eval_omniglot_best.json").read_text() == best and (out / "curves.png").is_file()
+    proc = run_cli(["train.py", "--out", str(out), "--resume"])
+    assert proc.returncode == 0 and "already trained" in proc.stdout

@@ -148,10 +148,10 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c(data_dir, tmp_path):
 
 def test_keep_rows_until_drops_a_cut_row_and_rows_past_the_step(tmp_path, capsys):
     path = tmp_path / "log.csv"
-    path.write_text("step,x\n1,a\n2,b\n3,c\n4,d")            # the last row cut short
+    path.write_text("step,x\n1,0.1\n2,0.2\n3,0.3\n4,0.")        # the last row cut short
     rows = keep_rows_until(path, ["step", "x"], 2)
     assert [r["step"] for r in rows] == ["1", "2"]
-    assert path.read_text() == "step,x\n1,a\n2,b\n"
+    assert path.read_text() == "step,x\n1,0.1\n2,0.2\n"
     assert "cut short" in capsys.readouterr().err
     assert keep_rows_until(path, ["step", "x"], None) == []
     assert path.read_text() == "step,x\n"

@@ -63,6 +63,10 @@ def show(args):
             full = load_omniglot_full(data_dir, args.cache_dir, download=download)
     else:
         images = load_mini_mnist(data_dir, download=download)   # the fixed seed-0 set
+    if args.classes > images.shape[0] or args.samples > images.shape[1]:
+        raise DataError(f"{args.dataset} has {images.shape[0]} classes of {images.shape[1]} "
+                        f"images; an episode of --classes {args.classes} --samples "
+                        f"{args.samples} needs more")
     rng = np.random.default_rng(args.seed)
     class_ids = np.arange(images.shape[0])
     x, y = sample_episodes(images, class_ids, 1, args.classes, args.samples, rng,
@@ -82,10 +86,20 @@ def show(args):
     fig.suptitle(f"one episode ({what}, C={args.classes}, S={args.samples}, seed {args.seed}); "
                  f"'in' = previous label fed to the model", fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=100)
+    try:
+        fig.savefig(args.out, dpi=100)
+    except (OSError, ValueError) as e:     # a missing folder, an unknown image suffix
+        raise DataError(f"cannot write {args.out}: {e}") from None
     plt.close(fig)
     print(f"wrote {args.out}")
     return 0
+
+
+def _nonnegative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
 
 
 def _positive_int(text):
@@ -110,7 +124,7 @@ def build_parser():
     p.add_argument("--augment", action="store_true", help="Experiment II augmentation (Omniglot)")
     p.add_argument("--classes", type=_positive_int, default=5, help="C, classes per episode")
     p.add_argument("--samples", type=_positive_int, default=10, help="S, samples per class")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
     p.add_argument("--cache-dir", type=str, default=None)
     p.add_argument("--no-download", action="store_true", help="never try to download")
     return parser

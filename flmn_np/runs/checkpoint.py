@@ -16,6 +16,7 @@ finite values) and reports anything else as one CheckpointError.
 """
 import argparse
 import json
+import os
 import sys
 import zipfile
 import zlib
@@ -71,7 +72,8 @@ def load_checkpoint(path):
     line) for a missing, damaged, non-finite or foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        what = "is not a file (a folder or a broken link)" if os.path.lexists(path) else ""
+        raise CheckpointError(f"{path} {what}" if what else f"no checkpoint at {path}")
     with open(path, "rb") as f:
         if f.read(4) != ZIP_MAGIC:
             raise CheckpointError(f"{path} is damaged: not an npz file (empty, cut short or "
@@ -88,10 +90,16 @@ def load_checkpoint(path):
         raise CheckpointError(f"{path} is damaged: its step {step} is not a count of steps")
     if not isinstance(config, dict):
         raise CheckpointError(f"{path} is damaged: its config is not a run's config")
+    if isinstance(config.get("steps"), int) and int(step) > config["steps"]:
+        raise CheckpointError(f"{path} is damaged: its step {int(step)} is past the "
+                              f"{config['steps']} steps of its run")
     params = {k.removeprefix("param/"): v for k, v in entries.items() if k.startswith("param/")}
     opt_state = {k.removeprefix("opt/"): v for k, v in entries.items() if k.startswith("opt/")}
     if not params:
         raise CheckpointError(f"{path} is damaged: it holds no parameters")
+    not_float = sorted(k for k, v in params.items() if v.dtype.kind != "f")
+    if not_float:
+        raise CheckpointError(f"{path} is damaged: parameter {not_float[0]} is not floating point")
     bad = _not_finite(entries)
     if bad:
         raise CheckpointError(f"{path} holds non-finite values ({bad}): the run diverged before "

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..core.backend import BackendError
 from ..data.files import DataError, atomic_write
+from ..data.splits import make_split
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
 from .config import ConfigError, TrainConfig, identity_diff, merge_for_resume, model_config, to_json
 
@@ -160,7 +161,7 @@ def _open_for_resume(path, given, lock, created):
     record, recorded = read_record(path)
     cfg = merge_for_resume(recorded, {**given, "out": str(path)})   # the directory opened here
     ckpt = None
-    if (path / CHECKPOINT_NAME).exists():
+    if os.path.lexists(path / CHECKPOINT_NAME):    # a folder or broken link is refused
         ckpt = load_checkpoint(path / CHECKPOINT_NAME)
         check_belongs(ckpt, cfg, path / CHECKPOINT_NAME)
     return RunDir(path, cfg, ckpt, record, lock, created)
@@ -187,6 +188,9 @@ def read_record(run_dir):
         model_config(cfg)
     except ConfigError as e:
         raise ConfigError(f"{path} is damaged: {e}") from None
+    if split["test_ids"] != [int(i) for i in make_split(cfg.split, cfg.split_seed)[1]]:
+        raise ConfigError(f"{path} is damaged: its test_ids are not the held-out classes of "
+                          f"--split {cfg.split} --split-seed {cfg.split_seed}")
     return record, cfg
 
 
@@ -212,17 +216,34 @@ def read_rows(path):
     """A run's CSV log -> list of row dicts. A last row cut short (no newline: the writer stopped
     mid-row) is dropped with a warning; any other damaged row is a ConfigError."""
     path = Path(path)
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is damaged: not a text file") from None
+    if not text:
+        raise ConfigError(f"{path} is empty (not even a header); delete it to start a new log")
     if text and not text.endswith("\n"):
         text = text[:text.rfind("\n") + 1]
         print(f"warning: {path}: the last row was cut short (the run stopped while writing it); "
               f"ignoring it", file=sys.stderr)
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     for i, r in enumerate(rows, start=2):
-        if None in r or None in r.values() or not r.get("step", "").isdigit():
+        if None in r or None in r.values() or not r.get("step", "").isdigit() \
+                or not all(_is_number(v) for v in r.values()):
             raise ConfigError(f"{path}: line {i} is damaged; delete that line and the ones "
                               f"after it, or start a new run")
     return rows
+
+
+def _is_number(text):
+    """True for a CSV cell a reader can use: blank, or a number (nan included)."""
+    if text == "":
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def keep_rows_until(path, columns, step):
@@ -259,24 +280,38 @@ def os_error_line(e):
     return f"{where}: {what}" if where else what
 
 
+def memory_error_line(e):
+    """A MemoryError as one line: sizes (--batch-size, --hidden, --slots, --width, --episodes)
+    too large for this machine."""
+    what = str(e).split(" for an array")[0] if str(e) else "MemoryError"
+    return (f"out of memory ({what}); use smaller sizes (--batch-size, --hidden, --slots, "
+            f"--width, --classes, --samples)")
+
+
 def run_command(prog, fn, *args):
     """Call fn(*args) and return its exit code; a known problem or an OSError prints one line
     `prog: error: ...` and gives 2, Ctrl-C or SIGTERM gives 130 (no traceback in any case)."""
     def terminate(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    # SIGINT explicitly too: a process started as a background job of a script (`cmd &`)
+    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt for it.
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, terminate),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     try:
         return fn(*args)
     except KNOWN_ERRORS as e:
         return _fail(prog, str(e))
     except OSError as e:
         return _fail(prog, os_error_line(e))
+    except MemoryError as e:
+        return _fail(prog, memory_error_line(e))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _fail(prog, message):

@@ -22,6 +22,7 @@ and read back every --log-every steps (progress bar, metrics.csv, the NaN check)
 import dataclasses
 import datetime
 import functools
+import json
 import math
 import os
 import signal
@@ -51,8 +52,8 @@ from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, m
 from ..core.models import init_params, loss_and_grads
 from ..core.optim import clip_by_global_norm, make_optimizer
 from ..plot import plot_runs
-from .rundir import (CONFIG_NAME, TrainingError, open_run_dir, os_error_line, run_command,
-                     write_json)
+from .rundir import (CONFIG_NAME, TrainingError, memory_error_line, open_run_dir, os_error_line,
+                     run_command, write_json)
 from .validation import BEST_NAME, BestTracker, split_validation
 
 DTYPE = "float32"     # float32 to train (float64 only in the gradient checks)
@@ -436,11 +437,54 @@ def run_training(argv=None):
         rd.close()
 
 
+def _recorded_step(path, key="checkpoint_step"):
+    """The step a JSON file of the run names (eval_*.json, best.json), None if it cannot say."""
+    try:
+        return int(json.loads(Path(path).read_text())[key])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def end_files_missing(rd):
+    """What the end of a finished run writes after its last checkpoint and a kill left out (or
+    left from an earlier end): eval_omniglot.json, curves.png, eval_omniglot_best.json."""
+    d, cfg, missing = rd.path, rd.cfg, []
+    if cfg.final_eval_episodes and _recorded_step(d / "eval_omniglot.json") != rd.ckpt.step:
+        missing.append("eval_omniglot.json")
+    curves, metrics = d / "curves.png", d / "metrics.csv"
+    if metrics.is_file() and (not curves.is_file()
+                              or curves.stat().st_mtime < metrics.stat().st_mtime):
+        missing.append("curves.png")
+    best_step = _recorded_step(d / "best.json", "step")
+    if cfg.val_classes and cfg.final_eval_episodes and (d / BEST_NAME).is_file() and \
+            _recorded_step(d / "eval_omniglot_best.json") != best_step:
+        missing.append("eval_omniglot_best.json")
+    return missing
+
+
+def finish(run, step, missing):
+    """Write the end-of-run files named in `missing` (see end_files_missing)."""
+    if "eval_omniglot.json" in missing:
+        _, record = evaluate_now(run, step, final=True)
+        write_json(run.dir / "eval_omniglot.json", record)
+    if "curves.png" in missing:
+        plot_runs([run.dir], run.dir / "curves.png")
+    if "eval_omniglot_best.json" in missing:
+        evaluate_best(run)
+
+
 def train_in(rd):
-    """Train the opened run `rd` to its end; 128 + signal number when interrupted."""
+    """Train the opened run `rd` to its end; 128 + signal number when interrupted. A run already
+    at its last step only gets the end-of-run files a kill left out."""
     if rd.ckpt is not None and rd.ckpt.step >= rd.cfg.steps:
-        print(f"{rd.path} is already trained to step {rd.ckpt.step}; pass a larger --steps "
-              f"to train on")
+        missing = end_files_missing(rd) if rd.ckpt.step == rd.cfg.steps else []
+        if not missing:
+            print(f"{rd.path} is already trained to step {rd.ckpt.step}; pass a larger --steps "
+                  f"to train on")
+            return 0
+        print(f"{rd.path} is trained to step {rd.ckpt.step}; writing what its end left out: "
+              f"{', '.join(missing)}")
+        finish(setup(rd), rd.ckpt.step, missing)
         return 0
     try:
         run = setup(rd)
@@ -451,6 +495,9 @@ def train_in(rd):
         step, signum = train(run)
     except OSError as e:
         raise TrainingError(f"{os_error_line(e)}; stopped, {kept_checkpoint(run.dir)}") from None
+    except MemoryError as e:
+        raise TrainingError(f"{memory_error_line(e)}; stopped, {kept_checkpoint(run.dir)}") \
+            from None
     if signum is not None:
         print(f"interrupted ({signal.Signals(signum).name}) at step {step}; checkpoint saved. "
               f"Resume with:\n  python train.py --out {run.dir} --resume", file=sys.stderr)
