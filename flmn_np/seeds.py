@@ -1,7 +1,7 @@
 """Rows over training seeds: per-seed numbers, mean and 95% confidence interval, curves with bands.
 
     python -m flmn_np.seeds RUN_DIR [RUN_DIR ...] --csv per_seed.csv --md summary.md
-                            [--png curves.png] [--paper]
+                            [--png curves.png] [--reference paper.csv]
 
 Run directories are grouped by name with the seed suffix removed (`flmn-exp1-product-s3` belongs
 to `flmn-exp1-product`). For every run it reads the test-class evaluations written at the end of
@@ -13,6 +13,7 @@ and metrics.csv, and writes:
   (mean +- t_{0.975, n-1} s / sqrt(n)), plus, per run, the training statistics used to compare
   groups (largest logged gradient norm, the step training leaves chance, validation accuracy);
 - `--png`: held-out 2nd-instance accuracy against steps, the mean over seeds with a 95% band.
+`--reference` puts rows from a CSV (the paper's numbers, say) under each group's row.
 """
 import argparse
 import csv
@@ -100,8 +101,23 @@ def fmt(mean, half, digits=1):
     return f"{mean:.{digits}f}" if math.isnan(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
-def summary_markdown(groups):
-    """Markdown: one table per (dataset, checkpoint) with a row per group, then per-run stats."""
+def read_reference(path):
+    """A CSV of reference rows (group, dataset, label, acc_1 ... acc_10; blank where not
+    reported) -> {(group, dataset): [(label, {k: cell text})]}."""
+    rows = {}
+    if path is None:
+        return rows
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            cells = {k: r.get(f"acc_{k}", "") or "" for k in INSTANCES}
+            rows.setdefault((r["group"], r["dataset"]), []).append((r["label"], cells))
+    return rows
+
+
+def summary_markdown(groups, reference=None):
+    """Markdown: one table per (dataset, checkpoint) with a row per group, each followed by its
+    reference rows (e.g. the paper's), then per-run training statistics."""
+    reference = reference or {}
     lines = []
     for dataset, which, _ in EVALUATIONS:
         rows = []
@@ -113,6 +129,8 @@ def summary_markdown(groups):
             cells = [fmt(*mean_ci([100 * e[4][k] for e in evals])) for k in INSTANCES]
             step_text = f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,}-{steps[-1]:,}"
             rows.append(f"| {name} | {len(evals)} | {step_text} | " + " | ".join(cells) + " |")
+            for label, ref in reference.get((name, dataset), []):
+                rows.append(f"| {label} | | | " + " | ".join(ref[k] for k in INSTANCES) + " |")
         if rows:
             title = {"last": "last checkpoint", "best": "best.npz (chosen on validation classes)"}
             lines += [f"### {dataset}, {title[which]}", "",
@@ -175,6 +193,8 @@ def main(argv=None):
     parser.add_argument("--csv", required=True, help="per-seed numbers")
     parser.add_argument("--md", required=True, help="summary tables")
     parser.add_argument("--png", help="learning curves with bands over seeds")
+    parser.add_argument("--reference", help="CSV of rows to show beside each group (e.g. the "
+                        "paper's): group, dataset, label, acc_1 ... acc_10")
     args = parser.parse_args(argv)
     return run_command("seeds", summarize, args)
 
@@ -187,7 +207,7 @@ def summarize(args):
             raise ConfigError(f"{d} is not a run directory (no metrics.csv)")
         groups.setdefault(group_name(d), []).append(d)
     write_csv(args.csv, args.run_dirs)
-    Path(args.md).write_text(summary_markdown(groups))
+    Path(args.md).write_text(summary_markdown(groups, read_reference(args.reference)))
     if args.png:
         plot_bands(args.png, groups)
     return 0

@@ -59,3 +59,18 @@ def test_groups_csv_and_summary(tmp_path):
 def test_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert seeds.main([str(tmp_path), "--csv", str(tmp_path / "a"), "--md", str(tmp_path / "b")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_reference_rows_follow_their_group(tmp_path):
+    runs = [fake_run(tmp_path, f"flmn-exp1-product-s{s}", a) for s, a in ((1, 0.80), (2, 0.84))]
+    ref = tmp_path / "paper.csv"
+    ref.write_text("group,dataset,label,acc_1,acc_2,acc_3,acc_4,acc_5,acc_10\n"
+                   "flmn-exp1-product,omniglot,\"FLMN, paper\",31.1,85.6,88.7,89.5,91.0,94.1\n"
+                   "flmn-exp1-product,mnist,\"FLMN, miniMNIST, paper\",28.5,67.6,,,,80.5\n")
+    md = tmp_path / "s.md"
+    assert seeds.main([str(r) for r in runs] + ["--csv", str(tmp_path / "s.csv"), "--md", str(md),
+                                                "--reference", str(ref)]) == 0
+    lines = md.read_text().splitlines()
+    ours = next(i for i, line in enumerate(lines) if line.startswith("| flmn-exp1-product | 2 |"))
+    assert lines[ours + 1] == "| FLMN, paper | | | 31.1 | 85.6 | 88.7 | 89.5 | 91.0 | 94.1 |"
+    assert "miniMNIST" not in md.read_text()      # the run has no mnist evaluation: no such table
