@@ -13,7 +13,6 @@ Exit code 0 when the tests pass and the losses agree, 1 otherwise, 2 (one line) 
 """
 import argparse
 import importlib.util
-import inspect
 import json
 import os
 import platform
@@ -71,13 +70,12 @@ def compare_losses(a, b, dtype):
 
 def bench_cupy(batch_sizes, repeats):
     """flmn_np.bench on CuPy for each model and B, with and without the fused kernels."""
-    extra = {"count": False} if "count" in inspect.signature(bench).parameters else {}
     rows = []
     for fused in ("1", "0"):
         os.environ["FLMN_FUSED"] = fused
         for model in ("flmn", "mann"):
             for B in batch_sizes:
-                r = bench(model, B, "cupy", repeats=repeats, **extra)
+                r = bench(model, B, "cupy", repeats=repeats, count=False)
                 rows.append({"impl": "cupy fused" if fused == "1" else "cupy xp", "model": model,
                              "batch_size": B, "ms_per_step": r["ms_per_step"],
                              "episodes_per_s": r["episodes_per_s"]})
