@@ -2,7 +2,9 @@
 with none it trains FLMN, Experiment I, with the paper's settings (see flmn_np/runs/training.py)."""
 import sys
 
-from flmn_np.runs.training import main
-
 if __name__ == "__main__":
+    try:
+        from flmn_np.runs.training import main
+    except KeyboardInterrupt:          # Ctrl-C while the libraries load: nothing started yet
+        sys.exit(130)
     sys.exit(main())
