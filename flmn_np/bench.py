@@ -107,6 +107,8 @@ _ARRAY_PROPERTIES = ("mT", "T")          # counted: they make (transposed) array
 _NOT_OPERATIONS = {"__new__", "__repr__", "__str__", "__array__", "__buffer__", "__reduce__",
                    "__array_namespace__", "__dlpack__", "__dlpack_device__", "__hash__",
                    "__iter__", "__init_subclass__"}
+# Namespace functions that return information about a dtype, not an array: not operations.
+_NOT_NAMESPACE_OPERATIONS = {"finfo", "iinfo", "isdtype"}
 # Operations that only make a view of their input: no kernel launch on a GPU.
 VIEW_OPERATIONS = {"__getitem__", "mT", "T", "reshape", "permute_dims", "expand_dims",
                    "squeeze", "matrix_transpose"}
@@ -154,7 +156,8 @@ class _CountingNamespace:
     def __getattr__(self, name):
         if name not in self._wrapped:
             value = getattr(self._xp, name)
-            if callable(value) and not isinstance(value, type) and not name.startswith("_"):
+            if (callable(value) and not isinstance(value, type) and not name.startswith("_")
+                    and name not in _NOT_NAMESPACE_OPERATIONS):
                 value = self._counter.wrap(name, value)
             self._wrapped[name] = value
         return self._wrapped[name]

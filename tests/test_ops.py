@@ -124,10 +124,19 @@ def test_write_erases_only_the_least_used_slot(backend):
 def test_softmax_and_cross_entropy(backend):
     xp = get_xp(backend)
     errs = check_op(ops.softmax_forward, ops.softmax_backward, [rand(B, 4, 5, seed=1)], xp)
+    errs += check_op(ops.softmax_bounded_forward, ops.softmax_backward,
+                     [np.tanh(rand(B, 4, 5, seed=3))], xp)
     y = asarray(np.array([[0, 4, 2], [1, 1, 3]]), xp)
     errs += check_op(partial(ops.cross_entropy_forward, y=y), ops.cross_entropy_backward,
                      [rand(B, 3, 5, seed=2)], xp)
     assert max(errs) < TOL, errs
+
+
+def test_softmax_bounded_equals_softmax(backend):
+    xp = get_xp(backend)
+    z = asarray(np.tanh(rand(B, 4, 5, seed=4)), xp)
+    np.testing.assert_allclose(to_numpy(ops.softmax_bounded_forward(z)[0]),
+                               to_numpy(ops.softmax_forward(z)[0]), rtol=1e-15, atol=0)
 
 
 def test_cross_entropy_value(backend):
@@ -150,7 +159,10 @@ def test_previous_label_onehot(backend):
 def test_matmul_helpers_equal_matmul(backend):
     xp = get_xp(backend)
     a, Wt, u = rand(3, 4, seed=1), rand(5, 4, seed=2), rand(2, 3, 4, seed=3)
-    np.testing.assert_allclose(to_numpy(ops.matmul_t(asarray(a, xp), asarray(Wt, xp))), a @ Wt.T)
+    Wt_T = to_numpy(ops.transposed(asarray(Wt, xp)))
+    np.testing.assert_array_equal(Wt_T, Wt.T)
+    if backend == "numpy":   # its own row-major array, not a view of Wt: the fast GEMM layout
+        assert Wt_T.flags.c_contiguous and not np.shares_memory(Wt_T, Wt)
     np.testing.assert_allclose(to_numpy(ops.flat_matmul(asarray(u, xp), asarray(Wt.T, xp))), u @ Wt.T)
     for R in (1, 3):
         w, v = rand(2, R, 6, seed=4), rand(2, R, 4, seed=5)

@@ -5,7 +5,7 @@ k (B, R, W) keys, M (B, N, W) memory, w (B, R, N) weights.
 Derivations: docs/derivations.md#cosine-similarity and #read.
 """
 from .backend import array_namespace
-from .ops import softmax_forward, softmax_backward, transpose_matmul
+from .ops import softmax_backward, softmax_bounded_forward, transpose_matmul
 
 
 COSINE_EPS = 1e-8
@@ -21,17 +21,17 @@ def cosine_forward(k, M, eps_placement="product", eps=COSINE_EPS):
 
     k (B, R, W), M (B, N, W)  ->  K (B, R, N), cache.  Either way an empty slot cannot divide by 0;
     'inside' shrinks the cosine of a slot whose norm is near sqrt(eps) (the 1e-6 fill).
+    The norms are kept squared, kk = |k|^2 (B, R, 1) and MM = |M|^2 (B, 1, N), and
+    P = |k| |M| = sqrt(kk MM) is one root over (B, R, N).
     """
     xp = array_namespace(k, M)
-    kk, MM = xp.vecdot(k, k), xp.vecdot(M, M)                          # (B, R), (B, N)
+    kk, MM = xp.vecdot(k, k)[:, :, None], xp.vecdot(M, M)[:, None, :]
     if eps_placement == "inside":
         kk, MM = kk + eps, MM + eps
-    k_norm, M_norm = xp.sqrt(kk), xp.sqrt(MM)
-    denom = k_norm[:, :, None] * M_norm[:, None, :]                    # (B, R, N)
-    if eps_placement == "product":
-        denom = denom + eps
+    P = xp.sqrt(kk * MM)                                               # |k| |M|  (B, R, N)
+    denom = P + eps if eps_placement == "product" else P
     K = xp.matmul(k, M.mT) / denom
-    return K, (k, M, K, k_norm, M_norm, denom)
+    return K, (k, M, K, kk, MM, P, denom)
 
 
 def cosine_backward(dK, cache):
@@ -40,28 +40,31 @@ def cosine_backward(dK, cache):
         dk[j] = sum_i dK[j,i] M[i] / D[j,i] - (sum_i dK[j,i] K[j,i] |M[i]| / D[j,i]) k[j] / |k[j]|
         dM[i] = sum_j dK[j,i] k[j] / D[j,i] - (sum_j dK[j,i] K[j,i] |k[j]| / D[j,i]) M[i] / |M[i]|
 
-    With 'inside', |k| |M| / D = 1 and the second terms reduce to (sum dK K) k / |k|^2.
+    In the code the second terms share E = dK K |k| |M| / D:  (sum_i E[j,i]) k[j] / |k[j]|^2 and
+    (sum_j E[j,i]) M[i] / |M[i]|^2. With 'inside', |k| |M| / D = 1.
 
     Inputs:  dK (B, R, N), cache from cosine_forward (either placement)
     Returns: dk (B, R, W), dM (B, N, W)
     """
-    k, M, K, k_norm, M_norm, denom = cache
+    k, M, K, kk, MM, P, denom = cache
     xp = array_namespace(dK)
     dK_scaled = dK / denom                                             # (B, R, N)
-    dKK = dK_scaled * K                                                # dK K / D
-    dk = (xp.matmul(dK_scaled, M)
-          - (xp.sum(dKK * M_norm[:, None, :], axis=-1) / _nonzero(k_norm, xp))[:, :, None] * k)
+    E = dK_scaled * K * P                                              # dK K |k||M| / D
+    dk = xp.matmul(dK_scaled, M) - xp.sum(E, axis=-1, keepdims=True) / _nonzero(kk, xp) * k
     dM = (transpose_matmul(dK_scaled, k)
-          - (xp.sum(dKK * k_norm[:, :, None], axis=1) / _nonzero(M_norm, xp))[:, :, None] * M)
+          - (xp.sum(E, axis=1, keepdims=True) / _nonzero(MM, xp)).mT * M)
     return dk, dM
 
 
-def _nonzero(norm, xp):
-    """|x|, with 1 where x = 0. Only 'product' has zero norms (a zero key: a blank first input
-    through zero biases; an erased slot written with a zero add vector). There K = 0, so the
-    second term's numerator is 0 and the term is 0, not 0/0: K = k.M / (|k||M| + eps) is
-    differentiable at x = 0 with gradient sum dK M / eps, which the first term alone gives."""
-    return norm + xp.astype(norm == 0, norm.dtype)
+def _nonzero(sq_norm, xp):
+    """|x|^2 + tiny, tiny the dtype's smallest normal number: 0 becomes tiny, and every |x|^2 above
+    ~2^-p tiny (p the mantissa bits: 2e-31 in float32, 1e-292 in float64) is returned unchanged,
+    since adding tiny rounds back to it. Only 'product' has zero norms (a zero key: a blank first
+    input through zero biases; an erased slot written with a zero add vector). There K = 0, so
+    the second term's numerator is exactly 0 and the term 0 / tiny = 0, not 0/0: K = k.M /
+    (|k||M| + eps) is differentiable at x = 0 with gradient sum dK M / eps, which the first term
+    alone gives."""
+    return sq_norm + xp.finfo(sq_norm.dtype).smallest_normal
 
 
 def address_forward(k, M, eps_placement="product"):
@@ -69,7 +72,7 @@ def address_forward(k, M, eps_placement="product"):
 
     k (B, R, W), M (B, N, W)  ->  w (B, R, N), cache."""
     K, cos_cache = cosine_forward(k, M, eps_placement)
-    w, sm_cache = softmax_forward(K)
+    w, sm_cache = softmax_bounded_forward(K)
     return w, (cos_cache, sm_cache)
 
 

@@ -76,7 +76,7 @@ def least_used(w_u, n_heads):
     [FLMN eq 5]:  w_u (B, N)  ->  w_lu (B, n_heads, N).   # constant in backward"""
     xp = array_namespace(w_u)
     if n_heads == 1:
-        idx = xp.argmin(w_u, axis=-1)[:, None]                        # first minimum
+        idx = xp.argmin(w_u, axis=-1, keepdims=True)                  # first minimum, (B, 1)
     else:
         idx = xp.argsort(w_u, axis=-1, stable=True)[:, :n_heads]      # (B, R)
     return xp.astype(idx[:, :, None] == xp.arange(w_u.shape[-1]), w_u.dtype)

@@ -20,8 +20,8 @@ from . import flmn, mann
 from .addressing import COSINE_EPS_PLACEMENTS
 from .backend import array_namespace
 from .lstm import lstm_cell_forward, lstm_cell_backward
-from .ops import (cross_entropy_backward, cross_entropy_forward, flat_matmul, matmul_t,
-                  previous_label_onehot)
+from .ops import (cross_entropy_backward, cross_entropy_forward, flat_matmul,
+                  previous_label_onehot, transposed)
 
 MEMORIES = {"flmn": flmn, "mann": mann}
 DEFAULT_SLOTS = {"flmn": 64, "mann": 128}
@@ -140,22 +140,24 @@ def core_step_forward(z_in, state_prev, params, W_rec, cfg):
     return State(h=h, c=c, r=r, mem=mem), (rh_prev, lstm_cache, mem_cache)
 
 
-def core_step_backward(dstate, cache, params, W_rec, cfg):
+def core_step_backward(dstate, cache, W_head_T, W_rec_T, cfg):
     """Backward of the recurrent part of step t (docs/derivations.md#the-reverse-loop).
 
     Inputs:
         dstate  State of everything reaching the state after step t: h, c (B, H), r (B, RW),
                 mem (the memory's gradient type)
         cache   from core_step_forward
+        W_head_T, W_rec_T  the transposed weights (ops.transposed, made once per episode)
     Returns:
         dz (B, 4H), dheads (B, head_size), dstate_prev (State, same shapes, for step t-1)
     Weight gradients are left to the caller: dW_rec += rh_prev^T dz,  dW_head += h^T dheads.
     """
+    xp = array_namespace(dstate.h)
     _, lstm_cache, mem_cache = cache   # rh_prev serves the caller's dW_rec
     dheads, dmem_prev = cfg.memory.memory_step_backward(dstate.r, dstate.mem, mem_cache)
-    dh = dstate.h + matmul_t(dheads, params["W_head"])
+    dh = dstate.h + xp.matmul(dheads, W_head_T)
     dz, dc_prev = lstm_cell_backward(dh, dstate.c, lstm_cache)
-    drh_prev = matmul_t(dz, W_rec)                                     # (B, RW + H)
+    drh_prev = xp.matmul(dz, W_rec_T)                                  # (B, RW + H)
     RW = dstate.r.shape[-1]
     dstate_prev = State(h=drh_prev[:, RW:], c=dc_prev, r=drh_prev[:, :RW], mem=dmem_prev)
     return dz, dheads, dstate_prev
@@ -176,8 +178,8 @@ def episode_forward(params, x, y, cfg):
 
     state = initial_state(cfg, B, xp, x.dtype)
     step_caches, hs, rs = [], [], []
-    for t in range(T):
-        state, step_cache = core_step_forward(z_in[t, ...], state, params, W_rec, cfg)
+    for z_in_t in xp.unstack(z_in):
+        state, step_cache = core_step_forward(z_in_t, state, params, W_rec, cfg)
         step_caches.append(step_cache)
         hs.append(state.h)
         rs.append(state.r)
@@ -203,13 +205,16 @@ def episode_backward(dlogits, cache):
 
     dlogits = xp.permute_dims(dlogits, (1, 0, 2))                      # (T, B, C)
     grads = {"W_out": xp.matmul(flat(hr).mT, flat(dlogits)), "b_out": xp.sum(flat(dlogits), axis=0)}
-    dhr = flat_matmul(dlogits, params["W_out"].mT)                     # (T, B, H + RW)
+    dh_out = xp.unstack(flat_matmul(dlogits, params["W_out"][:H, :].mT))  # T x (B, H)
+    dr_out = xp.unstack(flat_matmul(dlogits, params["W_out"][H:, :].mT))  # T x (B, RW)
+    W_head_T, W_rec_T = transposed(params["W_head"]), transposed(W_rec)
 
     dstate = zero_dstate(state_T, cfg)
     dzs, dheads_all = [None] * T, [None] * T
     for t in reversed(range(T)):
-        dstate = dstate._replace(h=dstate.h + dhr[t, :, :H], r=dstate.r + dhr[t, :, H:])
-        dzs[t], dheads_all[t], dstate = core_step_backward(dstate, step_caches[t], params, W_rec, cfg)
+        dstate = dstate._replace(h=dstate.h + dh_out[t], r=dstate.r + dr_out[t])
+        dzs[t], dheads_all[t], dstate = core_step_backward(dstate, step_caches[t], W_head_T,
+                                                           W_rec_T, cfg)
 
     dz, dheads = xp.stack(dzs), xp.stack(dheads_all)                    # (T, B, 4H), (T, B, n_head)
     rh_prev = xp.stack([c[0] for c in step_caches])                     # (T, B, RW + H)
@@ -265,7 +270,8 @@ def step_backward(dlogits_t, dstate, cache, params, grads, cfg):
     grads["b_out"] += xp.sum(dlogits_t, axis=0)
     dhr = xp.matmul(dlogits_t, params["W_out"].mT)
     dstate = dstate._replace(h=dstate.h + dhr[:, :H], r=dstate.r + dhr[:, H:])
-    dz, dheads, dstate_prev = core_step_backward(dstate, core_cache, params, W_rec, cfg)
+    dz, dheads, dstate_prev = core_step_backward(dstate, core_cache, params["W_head"].mT,
+                                                 W_rec.mT, cfg)
     grads["W_lstm"] += xp.matmul(xp.concat([u_t, core_cache[0]], axis=-1).mT, dz)
     grads["b_lstm"] += xp.sum(dz, axis=0)
     grads["W_head"] += xp.matmul(hr_t[:, :H].mT, dheads)
