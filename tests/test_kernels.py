@@ -12,7 +12,7 @@ On a GPU: the same comparisons with CuPy, and whole episodes fused against NumPy
 import numpy as np
 import pytest
 
-from flmn_np.core import kernels, lstm, memory
+from flmn_np.core import addressing, kernels, lstm, memory, ops
 from flmn_np.core.backend import BackendError, cupy_startup_error, cupy_status, get_xp, to_numpy
 from flmn_np.core.models import ModelConfig, loss_and_grads
 from flmn_np.gradcheck import TINY, tiny_episode
@@ -58,6 +58,64 @@ def lstm_outputs(z, c_prev, dh, dc, launch=None):
     return h, c, ifo, g, tanh_c, dz, dc_prev
 
 
+def memory_units(dtype, B=3, N=6, W=4):
+    """name -> run(launch): the outputs of one fused wrapper of the memory step through `launch`,
+    or (launch None) of the xp code it replaces, on inputs at the edges: saturating heads,
+    one-hot and soft weights, 1e-6-filled (empty) slots, a zero slot and a zero key."""
+    rng = np.random.default_rng(3)
+    M, w, a, erase = write_inputs(dtype, B, N, W)
+    keep = (1.0 - erase)[:, :, None]
+    heads = 4.0 * rng.standard_normal((B, 3 * W + 1))
+    heads[0, ::3] = 35.0
+    d_tanh, d_gates = rng.standard_normal((B, 3 * W)), rng.standard_normal((B, 1))
+    w_u, w_b = rng.random((B, N)), rng.random((B, 1, N))
+    heads, d_tanh, d_gates, w_u, w_b = (x.astype(dtype) for x in (heads, d_tanh, d_gates, w_u, w_b))
+    g_w = heads[:, :1]
+
+    def interface(launch):
+        if launch is None:
+            tanh_part, gates, cache = ops.interface_forward(heads, 3 * W)
+            return tanh_part, gates, ops.interface_backward(d_tanh, d_gates, cache)
+        tanh_part, gates, cache = kernels.interface_forward(heads, 3 * W, launch)
+        return tanh_part, gates, kernels.interface_backward(d_tanh, d_gates, cache, launch)
+
+    def address(R, placement):
+        k = np.tanh(2.0 * rng.standard_normal((B, R, W)))
+        k[0, 0] = 0.0                                          # a zero key
+        Mk = M.copy()
+        Mk[:, :2] = 1e-6                                       # empty slots
+        Mk[1, 2] = 0.0                                         # a zero slot
+        dw = rng.standard_normal((B, R, N))
+        k, Mk, dw = (x.astype(dtype) for x in (k, Mk, dw))
+
+        def run(launch):
+            if launch is None:
+                w_r, cache = addressing.address_forward(k, Mk, placement)
+                return (w_r, *addressing.address_backward(dw, cache))
+            w_r, cache = kernels.address_forward(k, Mk, placement, addressing.COSINE_EPS, launch)
+            return (w_r, *kernels.address_backward(dw, cache, launch))
+        return run
+
+    return {
+        "write_erase": lambda launch: [memory.write_forward(M, w, a, erase=erase)[0] if launch is None
+                                       else kernels.write_forward(M, w, a, keep, launch)],
+        "write_add": lambda launch: [memory.write_forward(M, w, a)[0] if launch is None
+                                     else kernels.write_forward(M, w, a, None, launch)],
+        "interface": interface,
+        "write_weights": lambda launch: [
+            *(memory.write_weights_forward(g_w, w_b, w[:, :, ::-1]) if launch is None
+              else kernels.write_weights_forward(g_w, w_b, w[:, :, ::-1], launch))[:1],
+            (memory.write_weights_forward(g_w, w_b, w[:, :, ::-1]) if launch is None
+             else kernels.write_weights_forward(g_w, w_b, w[:, :, ::-1], launch))[1][1]],
+        "usage": lambda launch: [memory.usage_forward(w_u, 0.95, w, w_b) if launch is None
+                                 else kernels.usage_forward(w_u, 0.95, w, w_b, launch)],
+        **{f"address_R{R}_{p}": address(R, p) for R in (1, 3) for p in addressing.COSINE_EPS_PLACEMENTS},
+    }
+
+
+UNITS = list(memory_units(np.float64))
+
+
 def max_error(fused, plain):
     """Largest |fused - plain| / max(1, |plain|) over a list of array pairs."""
     return max(float(np.max(np.abs(f - p) / np.maximum(1.0, np.abs(p))))
@@ -96,12 +154,12 @@ def launches(dtype):
     """Every (spec, inputs, outputs) the wrappers hand their launcher, on arrays of dtype."""
     z, c_prev, dh, dc = lstm_inputs(dtype)
     _, _, cache = lstm.lstm_cell_forward(z, c_prev)
-    M, w, a, erase = write_inputs(dtype)
-    keep = (1.0 - erase)[:, :, None]
     calls = (recorded_launches(kernels.lstm_cell_forward, z, c_prev)
-             + recorded_launches(kernels.lstm_cell_backward, dh, dc, cache)
-             + recorded_launches(kernels.write_forward, M, w, a, keep))
-    assert [c[0] for c in calls] == list(kernels.SPECS)
+             + recorded_launches(kernels.lstm_cell_backward, dh, dc, cache))
+    for run in memory_units(dtype).values():
+        run(lambda spec, inputs, outputs: (calls.append((spec, inputs, outputs)),
+                                           launch_cpp(spec, inputs, outputs)))
+    assert {c[0] for c in calls} == set(kernels.SPECS)
     return calls
 
 
@@ -164,6 +222,65 @@ def test_write_kernel_on_cpu_equals_xp(dtype):
     np.testing.assert_allclose(M_fused, M_xp, rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@pytest.mark.parametrize("unit", UNITS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_memory_kernels_on_cpu_equal_xp(unit, dtype):
+    """Within TOL of each output's largest entry: the gradients at empty slots are sums of terms
+    ~1/|M| that cancel, so a 1-ulp difference between g++'s and NumPy's float32 exp shows up
+    relative to those terms, not to the (smaller) result."""
+    run = memory_units(dtype)[unit]
+    fused, plain = run(launch_cpp), run(None)
+    assert len(fused) == len(plain)
+    for f, p in zip(fused, plain):
+        assert f.dtype == p.dtype == dtype and f.shape == p.shape
+        scale = max(1.0, float(np.max(np.abs(p))))
+        np.testing.assert_allclose(f, p, rtol=TOL[dtype], atol=TOL[dtype] * scale)
+
+
+@pytest.mark.parametrize("placement", addressing.COSINE_EPS_PLACEMENTS)
+def test_address_caches_mix_between_fused_and_xp(placement):
+    rng = np.random.default_rng(4)
+    k, M, dw = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 3, 5))
+    w_x, cache_x = addressing.address_forward(k, M, placement)
+    w_f, cache_f = kernels.address_forward(k, M, placement, addressing.COSINE_EPS, launch_cpp)
+    np.testing.assert_allclose(w_f, w_x, rtol=1e-12, atol=1e-12)
+    want = addressing.address_backward(dw, cache_x)
+    for got in (addressing.address_backward(dw, cache_f),
+                kernels.address_backward(dw, cache_x, launch=launch_cpp)):
+        for f, p in zip(got, want):
+            np.testing.assert_allclose(f, p, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("model,R,placement", [("flmn", 1, "product"), ("flmn", 1, "inside"),
+                                               ("mann", 1, "product"), ("mann", 4, "product")])
+def test_episode_through_the_kernels_on_cpu_equals_xp(monkeypatch, model, R, placement):
+    """A whole episode, forward and backward, on the CuPy path with every kernel body run by
+    g++: the same loss, logits and gradients as the plain xp code (float64)."""
+    cfg = ModelConfig(model=model, reads=R, slots=6, cosine_eps=placement, **TINY)
+    p, x, y = tiny_episode(cfg, seed=2)
+    want = loss_and_grads(p, x, y, cfg)
+    launched = set()
+
+    def cpp_kernel(spec):
+        n_in = len(spec.in_params.split(","))
+
+        def run(*arrays):
+            launched.add(spec)
+            launch_cpp(spec, arrays[:n_in], arrays[n_in:])
+        return run
+
+    monkeypatch.setattr(kernels, "fused", lambda x: True)
+    monkeypatch.setattr(kernels, "cupy_kernel", cpp_kernel)
+    got = loss_and_grads(p, x, y, cfg)
+    not_used = {("mann", 1): {kernels.WRITE_ADD},    # MANN has no label write; R > 1: no one-head
+                ("mann", 4): {kernels.WRITE_ADD, kernels.WRITE, kernels.USAGE}}   # write or usage
+    assert launched == set(kernels.SPECS) - not_used.get((model, R), set())
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+    for k in p:
+        np.testing.assert_allclose(got[2][k], want[2][k], rtol=1e-8, atol=1e-12)
+
+
 def test_build_all_runs_every_kernel():
     calls = []
 
@@ -182,18 +299,35 @@ def test_build_all_runs_every_kernel():
     (kernels.LSTM_BACKWARD, "dz_i = dc_total * g * i_ * ((T)1 - i_);", "dz_i = dc_total * g * i_;"),
     (kernels.LSTM_FORWARD, "c = f * c_prev + i_ * g;", "c = c_prev + i_ * g;"),
     (kernels.WRITE, "M_prev * keep", "M_prev"),
+    (kernels.WRITE_ADD, "M_prev + w * a", "M_prev + a"),
+    (kernels.INTERFACE_FORWARD, "gate != (T)0 ?", "gate == (T)0 ?"),
+    (kernels.SIGMOID_BACKWARD, "dy * y * ((T)1 - y)", "dy * y"),
+    (kernels.TANH_BACKWARD, "dy * ((T)1 - y * y)", "dy"),
+    (kernels.WRITE_WEIGHTS, "w_lu_prev + g_w * diff", "w_lu_prev + diff"),
+    (kernels.USAGE, "gamma * w_u_prev", "w_u_prev"),
+    (kernels.ADDRESS_FORWARD, "denom = P + eps;", "denom = P + (T)1e-2;"),
+    (kernels.ADDRESS_FORWARD, "K = dot / denom;", "K = dot;"),
+    (kernels.ADDRESS_BACKWARD, "w * (dw - s) / denom", "w * dw / denom"),
+    (kernels.ADDRESS_BACKWARD, "E = dK_scaled * K * P;", "E = dK_scaled * K;"),
+    (kernels.COSINE_CORRECTION, "sum_E / (sq_norm + tiny) * x", "sum_E * x"),
 ])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_dropped_factor_is_caught(spec, old, new, dtype):
     launch = mutated(spec, old, new)
-    if spec == kernels.WRITE:
-        M, w, a, erase = write_inputs(dtype)
-        M_xp, (_, _, keep) = memory.write_forward(M, w, a, erase=erase)
-        err = max_error([kernels.write_forward(M, w, a, keep, launch=launch)], [M_xp])
-    else:
+    if spec in (kernels.LSTM_FORWARD, kernels.LSTM_BACKWARD):
         args = lstm_inputs(dtype)
         err = max_error(lstm_outputs(*args, launch=launch), lstm_outputs(*args))
+    else:   # the largest error over every memory unit that launches spec
+        units = memory_units(dtype).values()
+        err = max(max_error(run(launch), run(None)) for run in units
+                  if spec in [c[0] for c in _launched(run)])
     assert err > 1e3 * TOL[dtype]
+
+
+def _launched(run):
+    calls = []
+    run(lambda spec, inputs, outputs: (calls.append((spec,)), launch_cpp(spec, inputs, outputs)))
+    return calls
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -11,7 +11,7 @@ from .addressing import address_forward, address_backward, read_forward, read_ba
 from .backend import array_namespace
 from .memory import (least_used, usage_forward, write_backward, write_forward,
                      write_weights_backward, write_weights_forward)
-from .ops import sigmoid
+from .ops import interface_backward, interface_forward
 
 
 class FLMNMemory(NamedTuple):
@@ -68,11 +68,10 @@ def memory_step_forward(heads, mem_prev, cfg):
     """
     xp = array_namespace(heads)
     B, W = heads.shape[0], cfg.width
-    tanh_heads = xp.tanh(heads[:, :3 * W])                             # (B, 3W): [k | a_f | a_l]
+    tanh_heads, g_w, act_cache = interface_forward(heads, 3 * W)       # [k | a_f | a_l], (B, 1)
     k = xp.reshape(tanh_heads[:, :W], (B, 1, W))
     a_f = xp.reshape(tanh_heads[:, W:2 * W], (B, 1, W))
     a_l = xp.reshape(tanh_heads[:, 2 * W:], (B, 1, W))
-    g_w = sigmoid(heads[:, 3 * W:])                                    # (B, 1) write gate
 
     w_wf, ww_cache = write_weights_forward(g_w, mem_prev.w_r, mem_prev.w_lu)
     M_f, wf_cache = write_forward(mem_prev.M_f, w_wf, a_f, erase=mem_prev.w_lu[:, 0, :])
@@ -83,7 +82,7 @@ def memory_step_forward(heads, mem_prev, cfg):
     w_u = usage_forward(mem_prev.w_u, cfg.gamma, w_wf, w_r)
     w_lu = least_used(w_u, 1)                                          # constant in backward
     mem = FLMNMemory(M_f=M_f, M_l=M_l, w_r=w_r, w_wf=w_wf, w_u=w_u, w_lu=w_lu)
-    cache = (tanh_heads, g_w, ww_cache, wf_cache, wl_cache, addr_cache, read_cache)
+    cache = (act_cache, ww_cache, wf_cache, wl_cache, addr_cache, read_cache)
     return xp.reshape(r, (B, W)), mem, cache
 
 
@@ -102,7 +101,7 @@ def memory_step_backward(dr, dmem, cache):
     Walks the forward in reverse. Two gradients cross time besides M_f and M_l:
     dw_r[t-1] (through the gate, eq 6) and dw_wf[t-1] (through the label write, eq 9).
     """
-    tanh_heads, g_w, ww_cache, wf_cache, wl_cache, addr_cache, read_cache = cache
+    act_cache, ww_cache, wf_cache, wl_cache, addr_cache, read_cache = cache
     xp = array_namespace(dr)
     B, W = dr.shape
     dw_r, dM_l = read_backward(xp.reshape(dr, (B, 1, W)), read_cache)
@@ -112,8 +111,7 @@ def memory_step_backward(dr, dmem, cache):
     dg_w, dw_r_prev = write_weights_backward(dw_wf + dmem.w_wf, ww_cache)
 
     dtanh_heads = xp.concat([dk, da_f, da_l], axis=-1)                # (B, 1, 3W)
-    dheads = xp.concat([xp.reshape(dtanh_heads, (B, 3 * W)) * (1.0 - tanh_heads * tanh_heads),
-                        dg_w * g_w * (1.0 - g_w)], axis=-1)
+    dheads = interface_backward(xp.reshape(dtanh_heads, (B, 3 * W)), dg_w, act_cache)
     dmem_prev = FLMNMemory(M_f=dM_f_prev, M_l=dM_l_prev, w_r=dw_r_prev, w_wf=dw_wf_prev,
                            w_u=None, w_lu=None)
     return dheads, dmem_prev

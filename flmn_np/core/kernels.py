@@ -1,9 +1,11 @@
 """Fused CuPy kernels for the elementwise work of the time loop.
 
 At B = 16 a GPU step is bound by kernel launches, not arithmetic: the LSTM cell is ~10
-elementwise ops forward and ~15 backward, the erase-and-add write 3-4, each a launch. Here each
-is one elementwise kernel, with the same names and formulas as the `xp` code it replaces
-(lstm.py, memory.py) and the same cache layout, so forward and backward can be mixed. They are
+elementwise ops forward and ~15 backward, the memory step ~30 forward and ~40 backward, each a
+launch. Here each run of elementwise work between two products or reductions is one elementwise
+kernel, with the same names and formulas as the `xp` code it replaces (lstm.py, ops.py,
+memory.py, addressing.py) and the same cache layout, so forward and backward can be mixed. The
+products and reductions around them (matmul, vecdot, sum, argmin) stay `xp` calls. They are
 used automatically for CuPy arrays; set FLMN_FUSED=0 to run the plain `xp` code instead.
 
 A kernel is a `KernelSpec` (CuPy's `ElementwiseKernel` arguments: parameters and a C++ body run
@@ -67,7 +69,85 @@ WRITE = KernelSpec(
     "T M",
     "M = M_prev * keep + w * a;")
 
-SPECS = (LSTM_FORWARD, LSTM_BACKWARD, WRITE)
+# [FLMN eq 10]: the label write, no erase: M[t](i) = M[t-1](i) + w(i) a (also dM_l in read backward
+# has this form, but stays two ops: its inputs differ).
+WRITE_ADD = KernelSpec(
+    "flmn_write_add",
+    "T M_prev, T w, T a",
+    "T M",
+    "M = M_prev + w * a;")
+
+# ops.interface_forward: tanh on key and add-vector columns, sigma on write-gate columns (gate = 1).
+INTERFACE_FORWARD = KernelSpec(
+    "flmn_interface_forward",
+    "T heads, T gate",
+    "T act",
+    "act = gate != (T)0 ? (T)0.5 * tanh((T)0.5 * heads) + (T)0.5 : tanh(heads);")
+
+# ops.interface_backward, one kernel per column kind: tanh' = 1 - y^2, sigma' = y (1 - y).
+TANH_BACKWARD = KernelSpec(
+    "flmn_tanh_backward",
+    "T dy, T y",
+    "T dx",
+    "dx = dy * ((T)1 - y * y);")
+SIGMOID_BACKWARD = KernelSpec(
+    "flmn_sigmoid_backward",
+    "T dy, T y",
+    "T dx",
+    "dx = dy * y * ((T)1 - y);")
+
+# [FLMN eq 6]: w_w = w_lu_prev + g_w (w_r_prev - w_lu_prev); diff is kept for the backward.
+WRITE_WEIGHTS = KernelSpec(
+    "flmn_write_weights",
+    "T g_w, T w_r_prev, T w_lu_prev",
+    "T w_w, T diff",
+    """
+    diff = w_r_prev - w_lu_prev;
+    w_w = w_lu_prev + g_w * diff;
+    """)
+
+# [FLMN eq 4] for one read and one write head: w_u = gamma w_u_prev + w_a + w_b.
+USAGE = KernelSpec(
+    "flmn_usage",
+    "T w_u_prev, T gamma, T w_a, T w_b",
+    "T w_u",
+    "w_u = gamma * w_u_prev + w_a + w_b;")
+
+# [FLMN eq 1-2], addressing.cosine_forward after its products, and the softmax's exp:
+# P = |k| |M| = sqrt(kk MM), denom = P + eps (eps = 0 for 'inside'), K = k.M / denom, e = exp(K).
+ADDRESS_FORWARD = KernelSpec(
+    "flmn_address_forward",
+    "T dot, T kk, T MM, T eps",
+    "T P, T denom, T K, T e",
+    """
+    P = sqrt(kk * MM);
+    denom = P + eps;
+    K = dot / denom;
+    e = exp(K);
+    """)
+
+# addressing.address_backward up to its products: the softmax backward dK = w (dw - s),
+# s = sum_i dw w, then dK_scaled = dK / denom and E = dK_scaled K P (cosine_backward).
+ADDRESS_BACKWARD = KernelSpec(
+    "flmn_address_backward",
+    "T dw, T w, T s, T denom, T K, T P",
+    "T dK_scaled, T E",
+    """
+    dK_scaled = w * (dw - s) / denom;
+    E = dK_scaled * K * P;
+    """)
+
+# addressing.cosine_backward's two results after their products and sums:
+# dk = A - (sum_i E) / (kk + tiny) k  and  dM = A - (sum_j E) / (MM + tiny) M.
+COSINE_CORRECTION = KernelSpec(
+    "flmn_cosine_correction",
+    "T A, T sum_E, T sq_norm, T x, T tiny",
+    "T dx",
+    "dx = A - sum_E / (sq_norm + tiny) * x;")
+
+SPECS = (LSTM_FORWARD, LSTM_BACKWARD, WRITE, WRITE_ADD, INTERFACE_FORWARD, TANH_BACKWARD,
+         SIGMOID_BACKWARD, WRITE_WEIGHTS, USAGE, ADDRESS_FORWARD, ADDRESS_BACKWARD,
+         COSINE_CORRECTION)
 
 
 def fused(x):
@@ -115,13 +195,100 @@ def lstm_cell_backward(dh, dc, cache, launch=launch_cupy):
     return dz, dc_prev
 
 
+@functools.cache
+def constant(xp, dtype, values):
+    """An array of `values` (a float, or a tuple of floats), made once per namespace and dtype."""
+    return xp.asarray(values, dtype=dtype)
+
+
 def write_forward(M_prev, w, a, keep, launch=launch_cupy):
-    """memory.write_forward for one head with an erase: M = M_prev keep + w^T a in one kernel.
-    M_prev (B, N, W), w (B, 1, N), a (B, 1, W), keep (B, N, 1)."""
+    """memory.write_forward for one head: M = M_prev keep + w^T a, or with keep None (the label
+    write) M = M_prev + w^T a, in one kernel. M_prev (B, N, W), w (B, 1, N), a (B, 1, W),
+    keep (B, N, 1) or None."""
     xp = array_namespace(M_prev)
     M = xp.empty(M_prev.shape, dtype=M_prev.dtype)
-    launch(WRITE, (M_prev, keep, w.mT, a), (M,))
+    if keep is None:
+        launch(WRITE_ADD, (M_prev, w.mT, a), (M,))
+    else:
+        launch(WRITE, (M_prev, keep, w.mT, a), (M,))
     return M
+
+
+def interface_forward(heads, n_tanh, launch=launch_cupy):
+    """ops.interface_forward in one kernel; returns the same (tanh part, gates, cache)."""
+    xp = array_namespace(heads)
+    n = heads.shape[-1]
+    act = xp.empty(heads.shape, dtype=heads.dtype)
+    gate = constant(xp, heads.dtype, (0.0,) * n_tanh + (1.0,) * (n - n_tanh))
+    launch(INTERFACE_FORWARD, (heads, gate), (act,))
+    tanh_part, gates = act[:, :n_tanh], act[:, n_tanh:]
+    return tanh_part, gates, (tanh_part, gates)
+
+
+def interface_backward(d_tanh, d_gates, cache, launch=launch_cupy):
+    """ops.interface_backward in two kernels, written into the two column blocks of dheads."""
+    tanh_part, gates = cache
+    xp = array_namespace(d_tanh)
+    n_tanh = tanh_part.shape[-1]
+    dheads = xp.empty((d_tanh.shape[0], n_tanh + gates.shape[-1]), dtype=d_tanh.dtype)
+    launch(TANH_BACKWARD, (d_tanh, tanh_part), (dheads[:, :n_tanh],))
+    launch(SIGMOID_BACKWARD, (d_gates, gates), (dheads[:, n_tanh:],))
+    return dheads
+
+
+def write_weights_forward(g_w, w_r_prev, w_lu_prev, launch=launch_cupy):
+    """memory.write_weights_forward in one kernel; returns the same (w_w, (g_w, diff))."""
+    xp = array_namespace(w_r_prev)
+    w_w, diff = (xp.empty(w_r_prev.shape, dtype=w_r_prev.dtype) for _ in range(2))
+    launch(WRITE_WEIGHTS, (g_w[:, :, None], w_r_prev, w_lu_prev), (w_w, diff))
+    return w_w, (g_w, diff)
+
+
+def usage_forward(w_u_prev, gamma, w_a, w_b, launch=launch_cupy):
+    """memory.usage_forward for two one-head weights (B, 1, N) in one kernel."""
+    xp = array_namespace(w_u_prev)
+    w_u = xp.empty(w_u_prev.shape, dtype=w_u_prev.dtype)
+    launch(USAGE, (w_u_prev, constant(xp, w_u_prev.dtype, gamma), w_a[:, 0, :], w_b[:, 0, :]), (w_u,))
+    return w_u
+
+
+def address_forward(k, M, eps_placement, eps, launch=launch_cupy):
+    """addressing.address_forward: the products and norms with xp, the elementwise rest of the
+    cosine and the softmax's exp in one kernel; returns the same (w, cache)."""
+    xp = array_namespace(k, M)
+    kk, MM = xp.vecdot(k, k)[:, :, None], xp.vecdot(M, M)[:, None, :]
+    if eps_placement == "inside":
+        kk, MM = kk + eps, MM + eps
+    dot = xp.matmul(k, M.mT)
+    P, denom, K, e = (xp.empty(dot.shape, dtype=dot.dtype) for _ in range(4))
+    eps_product = eps if eps_placement == "product" else 0.0
+    launch(ADDRESS_FORWARD, (dot, kk, MM, constant(xp, dot.dtype, eps_product)), (P, denom, K, e))
+    w = e / xp.sum(e, axis=-1, keepdims=True)
+    return w, ((k, M, K, kk, MM, P, denom), w)
+
+
+def address_backward(dw, cache, launch=launch_cupy):
+    """addressing.address_backward in three kernels around its products and sums; returns the
+    same (dk, dM)."""
+    (k, M, K, kk, MM, P, denom), w = cache
+    xp = array_namespace(dw)
+    s = xp.sum(dw * w, axis=-1, keepdims=True)
+    dK_scaled, E = (xp.empty(dw.shape, dtype=dw.dtype) for _ in range(2))
+    launch(ADDRESS_BACKWARD, (dw, w, s, denom, K, P), (dK_scaled, E))
+    tiny = constant(xp, dw.dtype, float(xp.finfo(dw.dtype).smallest_normal))
+    dk = xp.empty(k.shape, dtype=k.dtype)
+    launch(COSINE_CORRECTION, (xp.matmul(dK_scaled, M), xp.sum(E, axis=-1, keepdims=True), kk, k, tiny),
+           (dk,))
+    dM = xp.empty(M.shape, dtype=M.dtype)
+    launch(COSINE_CORRECTION, (_transpose_matmul(dK_scaled, k, xp), xp.sum(E, axis=1, keepdims=True).mT,
+                               MM.mT, M, tiny), (dM,))
+    return dk, dM
+
+
+def _transpose_matmul(w, v, xp):
+    """ops.transpose_matmul (w^T v over the head axis), here to keep kernels.py free of imports
+    from the modules that call it."""
+    return w.mT * v if w.shape[1] == 1 else xp.matmul(w.mT, v)
 
 
 def build_all(xp, launch=launch_cupy):
@@ -133,5 +300,13 @@ def build_all(xp, launch=launch_cupy):
         h, c, cache = lstm_cell_forward(xp.zeros((B, 4 * H), dtype=dtype),
                                         xp.zeros((B, H), dtype=dtype), launch)
         lstm_cell_backward(h, c, cache, launch)
-        write_forward(xp.zeros((B, N, W), dtype=dtype), xp.zeros((B, 1, N), dtype=dtype),
-                      xp.zeros((B, 1, W), dtype=dtype), xp.ones((B, N, 1), dtype=dtype), launch)
+        M, w = xp.ones((B, N, W), dtype=dtype), xp.full((B, 1, N), 1.0 / N, dtype=dtype)
+        a = xp.ones((B, 1, W), dtype=dtype)
+        write_forward(M, w, a, xp.ones((B, N, 1), dtype=dtype), launch)
+        write_forward(M, w, a, None, launch)
+        tanh_part, gates, cache = interface_forward(xp.zeros((B, W + 1), dtype=dtype), W, launch)
+        interface_backward(tanh_part, gates, cache, launch)
+        write_weights_forward(gates, w, w, launch)
+        usage_forward(w[:, 0, :], 0.95, w, w, launch)
+        w_r, cache = address_forward(a, M, "product", 1e-8, launch)
+        address_backward(w_r, cache, launch)

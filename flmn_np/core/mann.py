@@ -11,7 +11,7 @@ from .addressing import address_forward, address_backward, read_forward, read_ba
 from .backend import array_namespace
 from .memory import (least_used, usage_forward, write_backward, write_forward,
                      write_weights_backward, write_weights_forward)
-from .ops import sigmoid
+from .ops import interface_backward, interface_forward
 
 
 class MANNMemory(NamedTuple):
@@ -64,10 +64,9 @@ def memory_step_forward(heads, mem_prev, cfg):
     xp = array_namespace(heads)
     B, R, W = heads.shape[0], cfg.reads, cfg.width
     n_vec = R * W if cfg.mann_add == "key" else 2 * R * W
-    tanh_heads = xp.tanh(heads[:, :n_vec])                             # (B, n_vec): [k | a]
+    tanh_heads, g_w, act_cache = interface_forward(heads, n_vec)      # [k | a] (B, n_vec), (B, R)
     k = xp.reshape(tanh_heads[:, :R * W], (B, R, W))
     a = k if cfg.mann_add == "key" else xp.reshape(tanh_heads[:, R * W:], (B, R, W))
-    g_w = sigmoid(heads[:, n_vec:])                                    # (B, R) write gates
 
     w_w, ww_cache = write_weights_forward(g_w, mem_prev.w_r, mem_prev.w_lu)
     M, write_cache = write_forward(mem_prev.M, w_w, a, erase=mem_prev.w_lu[:, 0, :])
@@ -76,7 +75,7 @@ def memory_step_forward(heads, mem_prev, cfg):
 
     w_u = usage_forward(mem_prev.w_u, cfg.gamma, w_r, w_w)
     w_lu = least_used(w_u, R)                                          # constant in backward
-    cache = (tanh_heads, g_w, ww_cache, write_cache, addr_cache, read_cache, cfg.mann_add == "key")
+    cache = (act_cache, ww_cache, write_cache, addr_cache, read_cache, cfg.mann_add == "key")
     return xp.reshape(r, (B, R * W)), MANNMemory(M=M, w_r=w_r, w_w=w_w, w_u=w_u, w_lu=w_lu), cache
 
 
@@ -92,9 +91,9 @@ def memory_step_backward(dr, dmem, cache):
         dheads     (B, head_size)  gradient of the interface [k | a | alpha] (or [k | alpha])
         dmem_prev  MANNMemory for the state after step t-1, same shapes, w_w = w_u = w_lu = None
     """
-    tanh_heads, g_w, ww_cache, write_cache, addr_cache, read_cache, key_is_add = cache
+    act_cache, ww_cache, write_cache, addr_cache, read_cache, key_is_add = cache
     xp = array_namespace(dr)
-    B, R = g_w.shape
+    B, R = act_cache[1].shape
     W = dr.shape[1] // R
     dw_r, dM = read_backward(xp.reshape(dr, (B, R, W)), read_cache)
     dk, dM_addr = address_backward(dw_r + dmem.w_r, addr_cache)
@@ -105,6 +104,5 @@ def memory_step_backward(dr, dmem, cache):
         dtanh_heads = xp.reshape(dk + da, (B, R * W))
     else:
         dtanh_heads = xp.concat([xp.reshape(dk, (B, R * W)), xp.reshape(da, (B, R * W))], axis=-1)
-    dheads = xp.concat([dtanh_heads * (1.0 - tanh_heads * tanh_heads),
-                        dg_w * g_w * (1.0 - g_w)], axis=-1)
+    dheads = interface_backward(dtanh_heads, dg_w, act_cache)
     return dheads, MANNMemory(M=dM_prev, w_r=dw_r_prev, w_w=None, w_u=None, w_lu=None)

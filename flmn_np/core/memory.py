@@ -15,6 +15,8 @@ def write_weights_forward(g_w, w_r_prev, w_lu_prev):
 
     g_w (B, R), w_r_prev (B, R, N), w_lu_prev (B, R, N)  ->  w_w (B, R, N), cache.
     """
+    if kernels.fused(w_r_prev):
+        return kernels.write_weights_forward(g_w, w_r_prev, w_lu_prev)
     diff = w_r_prev - w_lu_prev                                        # constant w_lu inside
     return w_lu_prev + g_w[:, :, None] * diff, (g_w, diff)
 
@@ -38,7 +40,7 @@ def write_forward(M_prev, w, a, erase=None):
     ->  M (B, N, W), cache.
     """
     keep = None if erase is None else (1.0 - erase)[:, :, None]       # (B, N, 1)
-    if keep is not None and w.shape[1] == 1 and kernels.fused(M_prev):
+    if w.shape[1] == 1 and kernels.fused(M_prev):
         return kernels.write_forward(M_prev, w, a, keep), (w, a, keep)
     added = transpose_matmul(w, a)                                     # (B, N, W)
     M = added + (M_prev if keep is None else M_prev * keep)
@@ -64,6 +66,8 @@ def usage_forward(w_u_prev, gamma, *weights):
     w_u_prev (B, N); each weight (B, R, N).  Not differentiated: w_u reaches the loss only
     through the argmin in least_used, so it carries no gradient.
     """
+    if len(weights) == 2 and all(w.shape[1] == 1 for w in weights) and kernels.fused(w_u_prev):
+        return kernels.usage_forward(w_u_prev, gamma, *weights)
     xp = array_namespace(w_u_prev)
     w_u = gamma * w_u_prev
     for w in weights:

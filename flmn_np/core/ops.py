@@ -3,6 +3,7 @@
 Every op is a pure pair `name_forward(...) -> out, cache` / `name_backward(dout, cache) -> d_in`.
 Derivations: docs/derivations.md#softmax and #cross-entropy.
 """
+from . import kernels
 from .backend import array_namespace
 
 
@@ -10,6 +11,32 @@ def sigmoid(z):
     """sigma(z) = 1 / (1 + exp(-z)), written as 0.5 tanh(z/2) + 0.5 so it never overflows."""
     xp = array_namespace(z)
     return 0.5 * xp.tanh(0.5 * z) + 0.5
+
+
+def interface_forward(heads, n_tanh):
+    """The controller's interface activations: tanh on the first n_tanh columns (keys and add
+    vectors), the sigmoid on the rest (write gates).
+
+    heads (B, n)  ->  tanh part (B, n_tanh), gates (B, n - n_tanh), cache.
+    On CuPy: one fused kernel (kernels.INTERFACE_FORWARD)."""
+    if kernels.fused(heads):
+        return kernels.interface_forward(heads, n_tanh)
+    xp = array_namespace(heads)
+    tanh_part, gates = xp.tanh(heads[:, :n_tanh]), sigmoid(heads[:, n_tanh:])
+    return tanh_part, gates, (tanh_part, gates)
+
+
+def interface_backward(d_tanh, d_gates, cache):
+    """dheads = [d_tanh (1 - tanh^2) | d_gates g (1 - g)]  (B, n).
+
+    Inputs:  d_tanh (B, n_tanh), d_gates (B, n - n_tanh), cache from interface_forward
+    Returns: dheads (B, n)"""
+    if kernels.fused(d_tanh):
+        return kernels.interface_backward(d_tanh, d_gates, cache)
+    tanh_part, gates = cache
+    xp = array_namespace(d_tanh)
+    return xp.concat([d_tanh * (1.0 - tanh_part * tanh_part), d_gates * gates * (1.0 - gates)],
+                     axis=-1)
 
 
 def transpose_matmul(w, v):
