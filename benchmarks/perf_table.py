@@ -48,17 +48,18 @@ def child(threads, batch_sizes, repeats):
 def table(rows):
     """Markdown table of the rows, in measurement order."""
     out = ["| model | B | threads | implementation | ms / step | episodes / s | array ops / time step "
-           "| GEMM floor (ms) | step / floor | peak memory |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| CuPy launches / time step | GEMM floor (ms) | step / floor | peak memory |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = "FLMN" if r["model"] == "flmn" else f"MANN R = {r['reads']}"
         if "impl" in r:
             ratio = r["ms_per_step"] / r["flmn_np_ms_per_step"]
             out.append(f"| {name} | {r['batch_size']} | {r['threads']} | {r['impl']} | {r['ms_per_step']:.1f} "
-                       f"| {r['episodes_per_s']:.0f} | (flmn_np {ratio:.2f}x faster) | | | |")
+                       f"| {r['episodes_per_s']:.0f} | (flmn_np {ratio:.2f}x faster) | | | | |")
         else:
             out.append(f"| {name} | {r['batch_size']} | {r['threads']} | flmn_np (NumPy) | {r['ms_per_step']:.1f} "
-                       f"| {r['episodes_per_s']:.0f} | {r['array_ops_per_time_step']} | {r['gemm_floor_ms']:.1f} "
+                       f"| {r['episodes_per_s']:.0f} | {r['array_ops_per_time_step']} "
+                       f"| {r['cupy_launches_per_time_step']} | {r['gemm_floor_ms']:.1f} "
                        f"| {r['floor_ratio']:.2f} | {r['peak_mem_mb']:.0f} MB |")
     return "\n".join(out)
 
