@@ -139,6 +139,19 @@ def test_softmax_bounded_equals_softmax(backend):
                                to_numpy(ops.softmax_forward(z)[0]), rtol=1e-15, atol=0)
 
 
+@pytest.mark.parametrize("n_tanh", [0, 4, 7])
+def test_interface(backend, n_tanh):
+    """tanh on the first n_tanh columns, the sigmoid on the rest, and their backward."""
+    xp = get_xp(backend)
+    heads = rand(B, 7, seed=5, scale=3.0)
+    errs = check_op(partial(ops.interface_forward, n_tanh=n_tanh), ops.interface_backward,
+                    [heads], xp)
+    assert max(errs) < TOL, errs
+    tanh_part, gates, _ = ops.interface_forward(asarray(heads, xp), n_tanh)
+    np.testing.assert_allclose(to_numpy(tanh_part), np.tanh(heads[:, :n_tanh]), rtol=1e-14)
+    np.testing.assert_allclose(to_numpy(gates), 1 / (1 + np.exp(-heads[:, n_tanh:])), rtol=1e-14)
+
+
 def test_cross_entropy_value(backend):
     """Uniform logits give log C; the loss is the mean over B and T."""
     xp = get_xp(backend)

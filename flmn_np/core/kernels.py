@@ -69,8 +69,7 @@ WRITE = KernelSpec(
     "T M",
     "M = M_prev * keep + w * a;")
 
-# [FLMN eq 10]: the label write, no erase: M[t](i) = M[t-1](i) + w(i) a (also dM_l in read backward
-# has this form, but stays two ops: its inputs differ).
+# [FLMN eq 10]: the label write, no erase: M[t](i) = M[t-1](i) + w(i) a, broadcast over (B, N, W).
 WRITE_ADD = KernelSpec(
     "flmn_write_add",
     "T M_prev, T w, T a",
