@@ -25,4 +25,27 @@ r      (B, RW) memory read             gamma     usage decay (0.95)
 dX     dL/dX, same shape as X          X_prev    X[t-1]
 """
 
+import signal
+import sys
+
 __version__ = "0.1.0"
+
+
+def _command_name():
+    """'evaluate' when started as `python -m flmn_np.evaluate ...`, else None."""
+    argv = getattr(sys, "orig_argv", [])
+    if "-m" in argv[:-1] and argv[argv.index("-m") + 1].startswith(f"{__name__}."):
+        return argv[argv.index("-m") + 1].rsplit(".", 1)[-1]
+    return None
+
+
+def _interrupted_while_loading(signum, frame):
+    print(f"{_command_name()}: interrupted", file=sys.stderr)
+    sys.exit(130)
+
+
+# A Ctrl-C while a command's modules load (NumPy and the rest, ~0.3 s) ends it with one line and
+# exit status 130, as once it runs (runs.rundir.run_command), instead of a traceback. Only for
+# `python -m flmn_np.<command>`: importing the package changes no signal handling.
+if _command_name() is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _interrupted_while_loading)

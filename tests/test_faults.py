@@ -235,6 +235,24 @@ def test_ctrl_c_during_evaluate_exits_130_without_a_traceback(tiny_run, data_dir
     assert not (tiny_run / "never.json").exists()
 
 
+@pytest.mark.parametrize("argv,handled", [(["-m", "flmn_np.evaluate", "run"], True),
+                                           (["-c", "import flmn_np"], False),
+                                           (["-m", "mypackage.main"], False)])
+def test_ctrl_c_while_a_command_loads_is_one_line(argv, handled):
+    """`python -m flmn_np.<command>`: a Ctrl-C between the package's import and the command's
+    own handler ends with one line and 130. Importing flmn_np anywhere else leaves SIGINT alone.
+    (The SIGINT is sent right after the package's import, standing in for one during the
+    command's imports; a Ctrl-C in Python's own start-up, before that, is Python's.)"""
+    code = (f"import os, signal, sys, time; sys.orig_argv = [sys.executable, *{argv!r}]; "
+            "import flmn_np; os.kill(os.getpid(), signal.SIGINT); time.sleep(10)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True, capture_output=True,
+                          timeout=60)
+    if handled:
+        assert proc.returncode == 130 and proc.stderr == "evaluate: interrupted\n", proc.stderr
+    else:
+        assert proc.returncode != 130 and "KeyboardInterrupt" in proc.stderr
+
+
 def test_a_stripped_checkpoint_evaluates_but_does_not_resume(tmp_path, data_dir):
     """Publishing a finished run: parameters only, evaluated as before, --resume refused in a line."""
     out = tmp_path / "run"
