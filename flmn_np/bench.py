@@ -311,7 +311,7 @@ def main(argv=None):
         if "cupy_launches_per_step" in r:
             print(f"CuPy path: {r['cupy_fused_calls_per_step']} fused kernel calls, "
                   f"{r['cupy_launches_per_step']} kernel launches per step "
-                  f"({r['cupy_launches_per_time_step']} per time step; views not counted)")
+                  f"({r['cupy_launches_per_time_step']} per time step; views and allocations not counted)")
         if args.ops:
             print("by kind: " + ", ".join(f"{kind} {n}" for kind, n in r["ops_by_kind"].items()))
     return 0
