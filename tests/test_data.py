@@ -9,7 +9,6 @@ import gzip
 import io
 import os
 import re
-import time
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -60,13 +59,12 @@ def test_omniglot_matches_pillow_resize_of_the_png(real_omniglot, data_dir):
     np.testing.assert_allclose(real_omniglot.images[999, 6], small, atol=1e-5)
 
 
-def test_cached_load_is_fast_and_not_in_readonly_data_dir(real_omniglot, data_dir):
-    seconds = []
-    for _ in range(2):                     # the best of two, so that a busy CI box does not flake
-        t0 = time.perf_counter()
-        again = omniglot.load_omniglot(data_dir, download=False)
-        seconds.append(time.perf_counter() - t0)
-    assert min(seconds) < 1.0
+def test_a_second_load_reads_the_cache_not_the_zips(real_omniglot, data_dir, monkeypatch):
+    """Once cached, loading decodes no PNG (the decoder would raise) and gives the same arrays."""
+    def no_decoding(*args):
+        raise AssertionError("the zips were decoded again")
+    monkeypatch.setattr(omniglot, "decode_omniglot_zip", no_decoding)
+    again = omniglot.load_omniglot(data_dir, download=False)
     np.testing.assert_array_equal(again.images, real_omniglot.images)
     cache = files.cache_dir_for(data_dir)
     if not files._is_writable(data_dir):
@@ -260,10 +258,8 @@ def test_offline_download_fails_fast_with_instructions(tmp_path, monkeypatch):
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(files, "_urlopen", offline)
-    t0 = time.perf_counter()
     with pytest.raises(DataError) as err:
         mnist.load_mini_mnist(tmp_path)
-    assert time.perf_counter() - t0 < 2
     assert len(calls) == 1 and calls[0][1] <= files.DOWNLOAD_TIMEOUT_S  # gives up after one failure
     _assert_one_line(err, "mnist/t10k-images-idx3-ubyte.gz", "mnist/t10k-labels-idx1-ubyte.gz", "no network")
 
