@@ -14,5 +14,5 @@ seeds $(finished $S/flmn-exp1-product-s[123] $S/flmn-exp1-inside-s[123] \
     --csv $S/cosine_trial.csv --md $S/cosine_trial.md --png $S/cosine_trial.png
 seeds $(finished $S/flmn-exp1-product-s? $S/mann-exp1-product-s? $S/mann4-exp1-s?) -- \
     --csv $S/tables_exp1.csv --md $S/tables_exp1.md --png $S/curves_exp1.png --reference $S/paper.csv
-seeds $(finished $S/flmn-exp2-s? $S/mann-exp2-s?) -- \
+seeds $(finished $S/flmn-exp2-s? $S/mann-exp2-s? $S/mann4-exp2-s?) -- \
     --csv $S/tables_exp2.csv --md $S/tables_exp2.md --png $S/curves_exp2.png --reference $S/paper.csv
