@@ -79,6 +79,12 @@ def memory_units(dtype, B=3, N=6, W=4):
         tanh_part, gates, cache = kernels.interface_forward(heads, 3 * W, launch)
         return tanh_part, gates, kernels.interface_backward(d_tanh, d_gates, cache, launch)
 
+    def write_weights(launch):
+        w_r, w_lu = w_b, w[:, :, ::-1]
+        w_w, (_, diff) = (memory.write_weights_forward(g_w, w_r, w_lu) if launch is None
+                          else kernels.write_weights_forward(g_w, w_r, w_lu, launch))
+        return w_w, diff
+
     def address(R, placement):
         k = np.tanh(2.0 * rng.standard_normal((B, R, W)))
         k[0, 0] = 0.0                                          # a zero key
@@ -102,11 +108,7 @@ def memory_units(dtype, B=3, N=6, W=4):
         "write_add": lambda launch: [memory.write_forward(M, w, a)[0] if launch is None
                                      else kernels.write_forward(M, w, a, None, launch)],
         "interface": interface,
-        "write_weights": lambda launch: [
-            *(memory.write_weights_forward(g_w, w_b, w[:, :, ::-1]) if launch is None
-              else kernels.write_weights_forward(g_w, w_b, w[:, :, ::-1], launch))[:1],
-            (memory.write_weights_forward(g_w, w_b, w[:, :, ::-1]) if launch is None
-             else kernels.write_weights_forward(g_w, w_b, w[:, :, ::-1], launch))[1][1]],
+        "write_weights": write_weights,
         "usage": lambda launch: [memory.usage_forward(w_u, 0.95, w, w_b) if launch is None
                                  else kernels.usage_forward(w_u, 0.95, w, w_b, launch)],
         **{f"address_R{R}_{p}": address(R, p) for R in (1, 3) for p in addressing.COSINE_EPS_PLACEMENTS},
