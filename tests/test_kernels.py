@@ -5,8 +5,10 @@ Without a GPU (tests/kernel_harness.py):
 - compile: the CUDA source CuPy generates for each wrapper's launch compiles with NVRTC for
   sm_80 and sm_90 in float32 and float64, and a broken body does not;
 - semantics: each body, unchanged, runs on the CPU (g++) through the project's own wrappers and
-  matches the xp code (float64 within 1e-12, float32 within 2e-6) on saturating inputs, and a
-  dropped factor or swapped gate slices make that comparison fail.
+  matches the xp code (float64 within 1e-12, float32 within 2e-6; for the memory step relative
+  to each output's largest entry) on saturating inputs, empty and zero slots and a zero key, and
+  a dropped factor or swapped gate slices make that comparison fail; whole FLMN and MANN
+  episodes through every kernel give the xp loss and gradients.
 On a GPU: the same comparisons with CuPy, and whole episodes fused against NumPy.
 """
 import numpy as np
