@@ -70,8 +70,9 @@ def memory_units(dtype, B=3, N=6, W=4):
     heads = 4.0 * rng.standard_normal((B, 3 * W + 1))
     heads[0, ::3] = 35.0
     d_tanh, d_gates = rng.standard_normal((B, 3 * W)), rng.standard_normal((B, 1))
-    w_u, w_b = rng.random((B, N)), rng.random((B, 1, N))
-    heads, d_tanh, d_gates, w_u, w_b = (x.astype(dtype) for x in (heads, d_tanh, d_gates, w_u, w_b))
+    w_u, w_b, w3, w3_b = rng.random((B, N)), rng.random((B, 1, N)), rng.random((B, 3, N)), rng.random((B, 3, N))
+    heads, d_tanh, d_gates, w_u, w_b, w3, w3_b = (x.astype(dtype) for x in
+                                                  (heads, d_tanh, d_gates, w_u, w_b, w3, w3_b))
     g_w = heads[:, :1]
 
     def interface(launch):
@@ -112,7 +113,9 @@ def memory_units(dtype, B=3, N=6, W=4):
         "interface": interface,
         "write_weights": write_weights,
         "usage": lambda launch: [memory.usage_forward(w_u, 0.95, w, w_b) if launch is None
-                                 else kernels.usage_forward(w_u, 0.95, w, w_b, launch)],
+                                 else kernels.usage_forward(w_u, 0.95, w[:, 0], w_b[:, 0], launch)],
+        "usage_R3": lambda launch: [memory.usage_forward(w_u, 0.95, w3, w3_b) if launch is None
+                                    else kernels.usage_forward(w_u, 0.95, w3.sum(1), w3_b.sum(1), launch)],
         **{f"address_R{R}_{p}": address(R, p) for R in (1, 3) for p in addressing.COSINE_EPS_PLACEMENTS},
     }
 
@@ -282,7 +285,7 @@ def test_episode_through_the_kernels_on_cpu_equals_xp(monkeypatch, model, R, pla
     monkeypatch.setattr(kernels, "cupy_kernel", cpp_kernel)
     got = loss_and_grads(p, x, y, cfg)
     not_used = {("mann", 1): {kernels.WRITE_ADD},    # MANN has no label write; R > 1: no one-head
-                ("mann", 4): {kernels.WRITE_ADD, kernels.WRITE, kernels.USAGE}}   # write or usage
+                ("mann", 4): {kernels.WRITE_ADD, kernels.WRITE}}                  # write
     assert launched == set(kernels.SPECS) - not_used.get((model, R), set())
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)

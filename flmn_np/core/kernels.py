@@ -105,7 +105,7 @@ WRITE_WEIGHTS = KernelSpec(
     w_w = w_lu_prev + g_w * diff;
     """)
 
-# [FLMN eq 4] for one read and one write head: w_u = gamma w_u_prev + w_a + w_b.
+# [FLMN eq 4], the read and write weights summed over heads: w_u = gamma w_u_prev + w_a + w_b.
 USAGE = KernelSpec(
     "flmn_usage",
     "T w_u_prev, T gamma, T w_a, T w_b",
@@ -244,10 +244,10 @@ def write_weights_forward(g_w, w_r_prev, w_lu_prev, launch=launch_cupy):
 
 
 def usage_forward(w_u_prev, gamma, w_a, w_b, launch=launch_cupy):
-    """memory.usage_forward for two one-head weights (B, 1, N) in one kernel."""
+    """memory.usage_forward after its sums over heads, in one kernel: w_a, w_b (B, N)."""
     xp = array_namespace(w_u_prev)
     w_u = xp.empty(w_u_prev.shape, dtype=w_u_prev.dtype)
-    launch(USAGE, (w_u_prev, constant(xp, w_u_prev.dtype, gamma), w_a[:, 0, :], w_b[:, 0, :]), (w_u,))
+    launch(USAGE, (w_u_prev, constant(xp, w_u_prev.dtype, gamma), w_a, w_b), (w_u,))
     return w_u
 
 
@@ -279,15 +279,11 @@ def address_backward(dw, cache, launch=launch_cupy):
     launch(COSINE_CORRECTION, (xp.matmul(dK_scaled, M), xp.sum(E, axis=-1, keepdims=True), kk, k, tiny),
            (dk,))
     dM = xp.empty(M.shape, dtype=M.dtype)
-    launch(COSINE_CORRECTION, (_transpose_matmul(dK_scaled, k, xp), xp.sum(E, axis=1, keepdims=True).mT,
+    # dK_scaled^T k as one matmul whatever R: ops.transpose_matmul's broadcast for R = 1 is a
+    # NumPy speed-up; on CuPy either is one launch, and the products are the same numbers.
+    launch(COSINE_CORRECTION, (xp.matmul(dK_scaled.mT, k), xp.sum(E, axis=1, keepdims=True).mT,
                                MM.mT, M, tiny), (dM,))
     return dk, dM
-
-
-def _transpose_matmul(w, v, xp):
-    """ops.transpose_matmul (w^T v over the head axis), here to keep kernels.py free of imports
-    from the modules that call it."""
-    return w.mT * v if w.shape[1] == 1 else xp.matmul(w.mT, v)
 
 
 def build_all(xp, launch=launch_cupy):
@@ -306,6 +302,6 @@ def build_all(xp, launch=launch_cupy):
         tanh_part, gates, cache = interface_forward(xp.zeros((B, W + 1), dtype=dtype), W, launch)
         interface_backward(tanh_part, gates, cache, launch)
         write_weights_forward(gates, w, w, launch)
-        usage_forward(w[:, 0, :], 0.95, w, w, launch)
+        usage_forward(w[:, 0, :], 0.95, w[:, 0, :], w[:, 0, :], launch)
         w_r, cache = address_forward(a, M, "product", 1e-8, launch)
         address_backward(w_r, cache, launch)

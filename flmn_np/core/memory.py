@@ -60,19 +60,18 @@ def write_backward(dM, cache):
     return dM_prev, xp.matmul(a, dM.mT), xp.matmul(w, dM)
 
 
-def usage_forward(w_u_prev, gamma, *weights):
-    """w_u[t] = gamma w_u[t-1] + sum of the step's weights, summed over heads   [FLMN eq 4]
+def usage_forward(w_u_prev, gamma, w_a, w_b):
+    """w_u[t] = gamma w_u[t-1] + w_a + w_b, the step's two weights summed over heads   [FLMN eq 4]
 
-    w_u_prev (B, N); each weight (B, R, N).  Not differentiated: w_u reaches the loss only
-    through the argmin in least_used, so it carries no gradient.
+    w_u_prev (B, N); w_a, w_b (B, R, N) (read and write weights, in either order).  Not
+    differentiated: w_u reaches the loss only through the argmin in least_used, so it carries
+    no gradient.  On CuPy the sum after the head sums is one kernel (kernels.USAGE).
     """
-    if len(weights) == 2 and all(w.shape[1] == 1 for w in weights) and kernels.fused(w_u_prev):
-        return kernels.usage_forward(w_u_prev, gamma, *weights)
     xp = array_namespace(w_u_prev)
-    w_u = gamma * w_u_prev
-    for w in weights:
-        w_u = w_u + (w[:, 0, :] if w.shape[1] == 1 else xp.sum(w, axis=1))
-    return w_u
+    w_a, w_b = (w[:, 0, :] if w.shape[1] == 1 else xp.sum(w, axis=1) for w in (w_a, w_b))
+    if kernels.fused(w_u_prev):
+        return kernels.usage_forward(w_u_prev, gamma, w_a, w_b)
+    return gamma * w_u_prev + w_a + w_b
 
 
 def least_used(w_u, n_heads):
