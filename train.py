@@ -3,8 +3,7 @@ with none it trains FLMN, Experiment I, with the paper's settings (see flmn_np/r
 import sys
 
 if __name__ == "__main__":
-    try:
-        from flmn_np.runs.training import main
-    except KeyboardInterrupt:          # Ctrl-C while the libraries load: nothing started yet
-        sys.exit(130)
+    import flmn_np
+    flmn_np.quiet_ctrl_c_while_loading("train.py")
+    from flmn_np.runs.training import main
     sys.exit(main())

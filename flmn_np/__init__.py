@@ -39,13 +39,20 @@ def _command_name():
     return None
 
 
-def _interrupted_while_loading(signum, frame):
-    print(f"{_command_name()}: interrupted", file=sys.stderr)
-    sys.exit(130)
+def quiet_ctrl_c_while_loading(prog):
+    """Until the command's own handling takes over (runs.rundir.run_command), a Ctrl-C, say
+    while NumPy and the rest load (~0.3 s), ends the process with `prog: interrupted` and exit
+    status 130, as it does once the command runs, instead of a traceback. Leaves a SIGINT that
+    is ignored (a background job of a script) or handled by someone else as it is."""
+    def interrupted(signum, frame):
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupted)
 
 
-# A Ctrl-C while a command's modules load (NumPy and the rest, ~0.3 s) ends it with one line and
-# exit status 130, as once it runs (runs.rundir.run_command), instead of a traceback. Only for
-# `python -m flmn_np.<command>`: importing the package changes no signal handling.
-if _command_name() is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, _interrupted_while_loading)
+# `python -m flmn_np.<command>` gets it here, train.py calls it itself; importing the package
+# anywhere else changes no signal handling.
+if _command_name() is not None:
+    quiet_ctrl_c_while_loading(_command_name())

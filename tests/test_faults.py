@@ -253,6 +253,22 @@ def test_ctrl_c_while_a_command_loads_is_one_line(argv, handled):
         assert proc.returncode != 130 and "KeyboardInterrupt" in proc.stderr
 
 
+def test_ctrl_c_while_train_py_loads_is_one_line():
+    """train.py, interrupted while it imports the training code: one line and 130, the same
+    handler as `python -m flmn_np.<command>` (the SIGINT is sent as the import starts)."""
+    code = ("import builtins, os, runpy, signal, sys, time\n"
+            "real_import = builtins.__import__\n"
+            "def slow_import(name, *args, **kwargs):\n"
+            "    if name == 'flmn_np.runs.training':\n"
+            "        os.kill(os.getpid(), signal.SIGINT); time.sleep(10)\n"
+            "    return real_import(name, *args, **kwargs)\n"
+            "builtins.__import__ = slow_import\n"
+            "sys.argv = ['train.py']; runpy.run_path('train.py', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True, capture_output=True,
+                          timeout=60)
+    assert proc.returncode == 130 and proc.stderr == "train.py: interrupted\n", proc.stderr
+
+
 def test_a_stripped_checkpoint_evaluates_but_does_not_resume(tmp_path, data_dir):
     """Publishing a finished run: parameters only, evaluated as before, --resume refused in a line."""
     out = tmp_path / "run"
