@@ -32,7 +32,8 @@ from .runs.rundir import run_command
 INSTANCES = (1, 2, 3, 4, 5, 10)
 EVALUATIONS = (("omniglot", "last", "eval_omniglot.json"),
                ("omniglot", "best", "eval_omniglot_best.json"),
-               ("mnist", "last", "eval_mnist.json"))
+               ("mnist", "last", "eval_mnist.json"),
+               ("mnist", "best", "eval_mnist_best.json"))
 # Two-sided 95% quantiles of Student's t, t_{0.975, df}, for df = 1..10 (any statistics table).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
          9: 2.262, 10: 2.228}

@@ -74,3 +74,19 @@ def test_reference_rows_follow_their_group(tmp_path):
     ours = next(i for i, line in enumerate(lines) if line.startswith("| flmn-exp1-product | 2 |"))
     assert lines[ours + 1] == "| FLMN, paper | | | 31.1 | 85.6 | 88.7 | 89.5 | 91.0 | 94.1 |"
     assert "miniMNIST" not in md.read_text()      # the run has no mnist evaluation: no such table
+
+
+def test_every_evaluation_the_run_has_gets_a_table(tmp_path):
+    """best.npz on miniMNIST too (the public-protocol runs evaluate it); missing ones: no table."""
+    run = fake_run(tmp_path, "flmn-s1", 0.9)
+    acc = {str(k): 0.25 for k in range(1, 11)}
+    (run / "eval_mnist_best.json").write_text(json.dumps(
+        {"accuracy": acc, "checkpoint_step": 4000, "episodes": 1000}))
+    out_csv, md = tmp_path / "s.csv", tmp_path / "s.md"
+    assert seeds.main([str(run), "--csv", str(out_csv), "--md", str(md)]) == 0
+    rows = [(r["dataset"], r["checkpoint"], r["step"]) for r in csv.DictReader(open(out_csv))]
+    assert rows == [("omniglot", "last", "6250"), ("mnist", "best", "4000")]
+    text = md.read_text()
+    assert "### mnist, best.npz (chosen on validation classes)" in text
+    assert "| flmn | 1 | 4,000 | 25.0 | 25.0 |" in text
+    assert "### mnist, last checkpoint" not in text and "### omniglot, best.npz" not in text
