@@ -176,7 +176,8 @@ def plot_bands(path, groups, column_name="test_acc_2"):
         stats = [mean_ci(curves[s]) for s in steps]
         mean = np.array([m for m, _ in stats])
         half = np.nan_to_num(np.array([h for _, h in stats]))
-        (line,) = ax.plot(steps, mean, label=f"{name} ({len(dirs)} seeds)")
+        seeds_text = f"{len(dirs)} seed{'s' if len(dirs) > 1 else ''}"
+        (line,) = ax.plot(steps, mean, label=f"{name} ({seeds_text})")
         ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("training step (16 episodes each)")
     ax.set_ylabel(f"held-out {ordinal(int(column_name.rsplit('_', 1)[1]))}-instance accuracy (%)")
