@@ -70,7 +70,8 @@ def memory_units(dtype, B=3, N=6, W=4):
     heads = 4.0 * rng.standard_normal((B, 3 * W + 1))
     heads[0, ::3] = 35.0
     d_tanh, d_gates = rng.standard_normal((B, 3 * W)), rng.standard_normal((B, 1))
-    w_u, w_b, w3, w3_b = rng.random((B, N)), rng.random((B, 1, N)), rng.random((B, 3, N)), rng.random((B, 3, N))
+    w_u, w_b = rng.random((B, N)), rng.random((B, 1, N))
+    w3, w3_b = rng.random((B, 3, N)), rng.random((B, 3, N))               # three heads
     heads, d_tanh, d_gates, w_u, w_b, w3, w3_b = (x.astype(dtype) for x in
                                                   (heads, d_tanh, d_gates, w_u, w_b, w3, w3_b))
     g_w = heads[:, :1]
