@@ -7,3 +7,5 @@ run=$1
 python -m flmn_np.evaluate "$run" --best
 python -m flmn_np.evaluate "$run" --dataset mnist
 python -m flmn_np.evaluate "$run" --best --dataset mnist
+# Robustness: the last checkpoint again on 2,000 test episodes drawn with another seed.
+python -m flmn_np.evaluate "$run" --episodes 2000 --seed 4321 --json "$run/eval_omniglot_seed4321.json"
