@@ -158,20 +158,24 @@ def summary_markdown(groups, reference=None):
 
 
 def plot_bands(path, groups, column_name="test_acc_2"):
-    """Mean over seeds of a metrics.csv column against steps, with the 95% t-interval as a band."""
+    """Mean over seeds of a metrics.csv column against steps, with the 95% t-interval as a band,
+    over the steps every seed reached; each seed's own curve as a thin line (runs may stop at
+    different steps)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, dirs in groups.items():
-        curves = {}
+        curves, per_seed = {}, []
         for d in dirs:
             rows = read_metrics(Path(d) / "metrics.csv")
-            steps, values = column(rows, "step"), column(rows, column_name)
-            for s, v in zip(steps, values):
-                if not math.isnan(v):
-                    curves.setdefault(int(s), []).append(100 * v)
+            seed_curve = [(int(s), 100 * v) for s, v in zip(column(rows, "step"),
+                                                             column(rows, column_name))
+                          if not math.isnan(v)]
+            per_seed.append(seed_curve)
+            for s, v in seed_curve:
+                curves.setdefault(s, []).append(v)
         steps = sorted(s for s, v in curves.items() if len(v) == len(dirs))
         stats = [mean_ci(curves[s]) for s in steps]
         mean = np.array([m for m, _ in stats])
@@ -179,6 +183,8 @@ def plot_bands(path, groups, column_name="test_acc_2"):
         seeds_text = f"{len(dirs)} seed{'s' if len(dirs) > 1 else ''}"
         (line,) = ax.plot(steps, mean, label=f"{name} ({seeds_text})")
         ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+        for seed_curve in per_seed:
+            ax.plot(*zip(*seed_curve), color=line.get_color(), linewidth=0.6, alpha=0.5)
     ax.set_xlabel("training step (16 episodes each)")
     ax.set_ylabel(f"held-out {ordinal(int(column_name.rsplit('_', 1)[1]))}-instance accuracy (%)")
     ax.grid(alpha=0.3)

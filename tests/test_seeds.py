@@ -56,6 +56,25 @@ def test_groups_csv_and_summary(tmp_path):
     assert out_png.stat().st_size > 10_000
 
 
+
+def test_band_over_shared_steps_and_every_seed_drawn_in_full(tmp_path, monkeypatch):
+    """Runs of different lengths: the mean and band stop where the shorter run stops, and each
+    run's own curve is drawn to its last step."""
+    from matplotlib.figure import Figure
+    short = fake_run(tmp_path, "flmn-s1", 0.9, grad_norms=(1.0,) * 3, train2=(0.2, 0.5, 0.9))
+    long = fake_run(tmp_path, "flmn-s2", 0.9, grad_norms=(1.0,) * 5,
+                    train2=(0.4, 0.7, 0.8, 0.9, 0.95))
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: saved.append(fig))
+    seeds.plot_bands(tmp_path / "c.png", {"flmn": [short, long]})
+    (ax,) = saved[0].axes
+    mean, *per_seed = ax.lines
+    assert list(mean.get_xdata()) == [50, 100, 150]
+    assert list(mean.get_ydata()) == pytest.approx([30.0, 60.0, 85.0])
+    assert [list(line.get_xdata()) for line in per_seed] == [[50, 100, 150],
+                                                             [50, 100, 150, 200, 250]]
+    assert list(per_seed[1].get_ydata()) == pytest.approx([40.0, 70.0, 80.0, 90.0, 95.0])
+
 def test_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert seeds.main([str(tmp_path), "--csv", str(tmp_path / "a"), "--md", str(tmp_path / "b")]) == 2
     assert "not a run directory" in capsys.readouterr().err
