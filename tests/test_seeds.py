@@ -56,7 +56,6 @@ def test_groups_csv_and_summary(tmp_path):
     assert out_png.stat().st_size > 10_000
 
 
-
 def test_band_over_shared_steps_and_every_seed_drawn_in_full(tmp_path, monkeypatch):
     """Runs of different lengths: the mean and band stop where the shorter run stops, and each
     run's own curve is drawn to its last step."""
@@ -74,6 +73,7 @@ def test_band_over_shared_steps_and_every_seed_drawn_in_full(tmp_path, monkeypat
     assert [list(line.get_xdata()) for line in per_seed] == [[50, 100, 150],
                                                              [50, 100, 150, 200, 250]]
     assert list(per_seed[1].get_ydata()) == pytest.approx([40.0, 70.0, 80.0, 90.0, 95.0])
+
 
 def test_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert seeds.main([str(tmp_path), "--csv", str(tmp_path / "a"), "--md", str(tmp_path / "b")]) == 2
