@@ -186,10 +186,12 @@ def counting_ops(fuse=False):
     """Within the block, count the array operations done on array_api_strict arrays by the core
     modules; yields the OpCounter. fuse=True takes the CuPy path: kernels.fused is true and the
     kernel wrappers of kernels.py run as written (their own xp calls are counted) with each
-    kernel launch counted once, as 'kernel:<kernel name>', by a _CountingKernel."""
+    kernel launch counted once, as 'kernel:<kernel name>', by a _CountingKernel.
+    counter.namespace is the counted array_api_strict namespace, for code outside the core
+    modules to count its own calls (benchmarks/op_floor.py)."""
     import array_api_strict
     counter = OpCounter()
-    namespace = _CountingNamespace(array_api_strict, counter)
+    namespace = counter.namespace = _CountingNamespace(array_api_strict, counter)
     Array = type(array_api_strict.asarray(0.0))
     saved = []
 
