@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flmn_np.bench import count_ops, counting_ops, random_batch            # noqa: E402
 from flmn_np.core.addressing import COSINE_EPS                             # noqa: E402
 from flmn_np.core.models import ModelConfig, init_params, loss_and_grads  # noqa: E402
-from flmn_np.core.ops import previous_label_onehot                         # noqa: E402
+from flmn_np.core.ops import (cross_entropy_backward, cross_entropy_forward,  # noqa: E402
+                              previous_label_onehot)
 
 MODELS = {"FLMN": dict(model="flmn"), "MANN R = 1": dict(model="mann", reads=1),
           "MANN R = 4": dict(model="mann", reads=4)}
@@ -123,11 +124,8 @@ def minimal_loss_and_grads(xp, params, x, y, cfg, counter=None):
     B, T, C = logits.shape
     H, W, R = cfg.hidden, cfg.width, cfg.reads
     flmn, RW = cfg.model == "flmn", R * W
-    z = logits - xp.max(logits, axis=-1, keepdims=True)
-    log_p = z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
-    y_onehot = xp.astype(y[..., None] == xp.arange(C), logits.dtype)
-    loss = -xp.sum(y_onehot * log_p) / (B * T)
-    dlogits = xp.reshape((xp.exp(log_p) - y_onehot) / (B * T), (B * T, C))
+    loss, ce_cache = cross_entropy_forward(logits, y)      # once per episode: flmn_np's own
+    dlogits = xp.reshape(cross_entropy_backward(1.0, ce_cache), (B * T, C))
     grads = {"W_out": hr.mT @ dlogits, "b_out": xp.sum(dlogits, axis=0)}
     dhr = xp.reshape(dlogits @ params["W_out"].mT, (B, T, 1, H + RW))
     dh_out, dr_out = xp.unstack(dhr[..., :H], axis=1), xp.unstack(dhr[..., H:], axis=1)
