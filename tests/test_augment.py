@@ -80,6 +80,22 @@ def test_augment_images_with_zero_range_equals_plain_downscale():
     np.testing.assert_array_equal(out, downscale(imgs))
 
 
+def test_the_authors_experiment_2_is_experiment_1_here():
+    """The authors' code passes the angle bound pi/16 where degrees are read (about 0.2 degrees)
+    and never applies the shift. Under the three-shear warp every such angle moves no pixel of a
+    105x105 image: each shear moves a row or column by round(tan(a/2) y) or round(sin(a) x),
+    |x|, |y| <= 52, which is 0 below 0.5 / 52 rad, and pi/16 degrees is 0.0034 rad."""
+    max_angle = np.deg2rad(np.pi / 16)
+    assert np.sin(max_angle) * C < 0.5
+    imgs = np.random.default_rng(6).random((9, 105, 105)) < 0.3
+    angles = np.linspace(-max_angle, max_angle, 9)
+    np.testing.assert_array_equal(augment.warp(imgs, angles, np.zeros((9, 2))), imgs)
+    out = augment.augment_images(imgs, np.random.default_rng(0), max_angle=max_angle, max_shift=0.0)
+    np.testing.assert_array_equal(out, downscale(imgs))
+    turned = augment.warp(imgs[:1], np.array([0.5 / C + 1e-3]), np.zeros((1, 2)))
+    assert not np.array_equal(turned, imgs[:1])                       # a larger angle does move
+
+
 def test_augment_images_is_seeded_and_in_range():
     imgs = np.random.default_rng(5).random((10, 105, 105)) < 0.1
     a = augment.augment_images(imgs, np.random.default_rng(9))
