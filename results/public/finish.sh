@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# A finished public-protocol run made ready to commit: its checkpoints parameters-only and its log
-# with one progress-bar line per 1,000 steps instead of every redraw (other lines unchanged).
+# A finished run (public or authors' protocol) made ready to commit: its checkpoints
+# parameters-only and its log (results/X/logs/RUN.log) with one progress-bar line per 1,000 steps
+# instead of every redraw (other lines unchanged).
 # Usage (from the repository root): bash results/public/finish.sh RUN_DIR
 set -euo pipefail
 run=${1%/}
-log=results/public/logs/$(basename "$run").log
+log=$(dirname "$run")/logs/$(basename "$run").log
 python -m flmn_np.runs.checkpoint strip "$run/checkpoint.npz" "$run/best.npz"
 python - "$log" <<'PY'
 import re
