@@ -41,17 +41,17 @@ from ..core.backend import (array_namespace, asarray, backend_name, cupy_status,
                             to_numpy)
 from .checkpoint import (CHECKPOINT_NAME, CheckpointError, check_shapes, load_checkpoint,
                          save_checkpoint)
+from .curves import plot_runs
+from .evaluation import eval_record, evaluate_params, params_from_checkpoint
 from .config import (ConfigError, TrainConfig, check_episode_sizes, model_config, parse_args)
 from ..data.episodes import EpisodeSource, Prefetcher, draw_batch
 from ..data.files import KNOWN_FILES, file_hashes, resolve_data_dir
 from ..data.sources import omniglot_data
 from ..data.splits import make_split
-from ..evaluate import eval_record, evaluate_params, params_from_checkpoint
 from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, make_row,
                       per_instance_counts, start_metrics)
 from ..core.models import init_params, loss_and_grads
 from ..core.optim import clip_by_global_norm, make_optimizer
-from ..plot import plot_runs
 from .rundir import (CONFIG_NAME, TrainingError, memory_error_line, open_run_dir, os_error_line,
                      run_command, write_json)
 from .validation import BEST_NAME, BestTracker, split_validation
