@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-from test_train import (REPO, assert_clean_error, kill_hard, params_of, run_cli, start_paused,
-                        tiny_flags, tiny_run, train_in_process)  # noqa: F401
+from run_helpers import (REPO, assert_clean_error, kill_hard, params_of, run_cli, start_paused,
+                         tiny_flags, tiny_run, train_in_process)  # noqa: F401
 
 from flmn_np.evaluate import main as evaluate_main
 from flmn_np.memviz import main as memviz_main

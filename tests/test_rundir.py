@@ -5,8 +5,8 @@ import signal
 
 import numpy as np
 import pytest
-from test_train import (STEPS, assert_clean_error, kill_hard, params_of, run_cli,
-                        start_paused, tiny_flags, tiny_run, train_in_process)  # noqa: F401
+from run_helpers import (STEPS, assert_clean_error, kill_hard, params_of, run_cli,
+                         start_paused, tiny_flags, tiny_run, train_in_process)  # noqa: F401
 
 from flmn_np.runs.checkpoint import load_checkpoint
 from flmn_np.runs.metrics import read_metrics

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from test_train import (assert_clean_error, kill_hard, params_of, run_cli, start_paused,
-                        tiny_flags, train_in_process)
+from run_helpers import (assert_clean_error, kill_hard, params_of, run_cli, start_paused,
+                         tiny_flags, train_in_process)
 
 from flmn_np.runs.checkpoint import load_checkpoint
 from flmn_np.runs.config import TrainConfig, model_config
