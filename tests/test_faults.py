@@ -1,6 +1,7 @@
 """Damaged files, full disks, diverging runs and interrupts: one line each, nothing half-written,
 the last good checkpoint kept."""
 import errno
+import importlib.util
 import json
 import shutil
 import signal
@@ -376,6 +377,13 @@ def test_every_commands_numeric_flags_are_checked(command, argv, flag, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err
     assert f"error: argument {flag}" in err.splitlines()[-1]
+
+
+def test_the_benchmark_scripts_answer_help_and_a_missing_torch_in_one_line():
+    proc = run_cli(["benchmarks/op_floor.py", "--help"])
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: python benchmarks/op_floor.py")
+    if importlib.util.find_spec("torch") is None:
+        assert_clean_error(run_cli(["benchmarks/torch_flmn.py"]), "needs PyTorch")
 
 
 def test_ctrl_c_reaches_evaluate_started_as_a_background_job(tiny_run, data_dir):
