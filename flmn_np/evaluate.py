@@ -20,10 +20,10 @@ import numpy as np
 
 from .core.backend import BACKENDS, backend_name, get_xp
 from .data.episodes import EpisodeSource
-from .data.files import resolve_data_dir
 from .data.sources import mnist_source, omniglot_data
 from .runs.checkpoint import CHECKPOINT_NAME
 from .runs.config import check_episode_sizes, int_at_least, model_config
+from .runs.datafolder import run_data_dir
 from .runs.evaluation import eval_record, evaluate_params, load_run, params_from_checkpoint
 from .runs.metrics import format_accuracy_table
 from .runs.rundir import run_command, write_json
@@ -58,7 +58,7 @@ def run_evaluation(args):
     xp = get_xp(args.backend)
     mcfg = model_config(cfg)
     params = params_from_checkpoint(ckpt, mcfg, xp)
-    data_dir = resolve_data_dir(args.data_dir or cfg.data_dir)
+    data_dir = run_data_dir(record, args.data_dir)
     if args.dataset == "omniglot":
         images, augment = omniglot_data(cfg, data_dir)
         source = EpisodeSource(images, np.asarray(record["split"]["test_ids"]), augment)
