@@ -17,6 +17,7 @@ top-level call into the namespace, operator, slice and transpose), the forward a
 step apart. The optimizer is left out (flmn_np's Adam adds 0.7 per time step).
 docs/performance.md reads the numbers against flmn_np's own count.
 """
+import argparse
 import sys
 from pathlib import Path
 
@@ -222,6 +223,8 @@ def measure(name, batch_size=16, samples_per_class=10):
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(prog="python benchmarks/op_floor.py",
+                            description=__doc__.split("\n\n")[0]).parse_args()
     print("array operations per time step (B = 16, T = 50), counted as "
           "`python -m flmn_np.bench` counts;")
     print("the fewest-operations code checked against flmn_np: same loss and gradients (float64)")

@@ -15,7 +15,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError:
+    print("torch_flmn.py: needs PyTorch (pip install torch); the flmn_np side alone is "
+          "`python -m flmn_np.bench`", file=sys.stderr)
+    sys.exit(2)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flmn_np.bench import bench as flmn_np_bench                     # noqa: E402

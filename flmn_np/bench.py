@@ -34,6 +34,7 @@ from .core import kernels
 from .core.backend import BACKENDS, BackendError, asarray, backend_name, get_xp
 from .core.models import ModelConfig, init_params, loss_and_grads
 from .core.optim import Adam
+from .runs.config import int_at_least
 
 
 def _sync(xp):
@@ -286,11 +287,12 @@ def bench(model="flmn", batch_size=16, backend="numpy", reads=1, samples_per_cla
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m flmn_np.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["flmn", "mann"], default="flmn")
-    parser.add_argument("--reads", type=int, default=1, help="MANN heads R")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--reads", type=int_at_least(1), default=1, help="MANN heads R")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=16)
     parser.add_argument("--backend", choices=[b for b in BACKENDS if b != "array_api_strict"], default="numpy")
-    parser.add_argument("--repeats", type=int, default=20, help="timed steps (median reported)")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int_at_least(1), default=20,
+                        help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int_at_least(0), default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--ops", action="store_true", help="also print the array operations by kind")
     args = parser.parse_args(argv)

@@ -29,6 +29,7 @@ from .bench import bench
 from .core.backend import BackendError, get_xp, to_numpy
 from .core.models import ModelConfig, init_params, loss_and_grads
 from .core.optim import Adam
+from .runs.config import int_at_least
 
 REPO = Path(__file__).resolve().parents[1]
 LOSS_TOL = {"float64": 1e-9, "float32": 1e-3}
@@ -199,8 +200,10 @@ def run(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m flmn_np.gpucheck",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=300, help="training steps per comparison")
-    parser.add_argument("--repeats", type=int, default=10, help="timed steps per benchmark")
+    parser.add_argument("--steps", type=int_at_least(1), default=300,
+                        help="training steps per comparison")
+    parser.add_argument("--repeats", type=int_at_least(1), default=10,
+                        help="timed steps per benchmark")
     parser.add_argument("--out", type=str, default="results/gpucheck", help="report folder")
     args = parser.parse_args(argv)
     try:

@@ -19,6 +19,7 @@ from .core.backend import BACKENDS, asarray, get_xp, to_numpy, BackendError
 from .core.models import (ModelConfig, forward, init_params, initial_state, loss_and_grads, param_shapes,
                           step_forward)
 from .core.ops import previous_label_onehot
+from .runs.config import float_in, int_at_least
 
 TINY = dict(input_size=4, n_classes=3, hidden=5, width=3)
 
@@ -111,12 +112,14 @@ def check_directions(cfg, xp, seed=0, batch_size=2, steps=8, h=1e-6):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m flmn_np.gradcheck", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["flmn", "mann"], default="flmn")
-    parser.add_argument("--reads", type=int, default=1, help="MANN read/write heads R")
+    parser.add_argument("--reads", type=int_at_least(1), default=1, help="MANN read/write heads R")
     parser.add_argument("--mann-add", choices=["separate", "key"], default="separate")
-    parser.add_argument("--slots", type=int, default=6, help="memory slots N of the tiny model")
+    parser.add_argument("--slots", type=int_at_least(1), default=6,
+                        help="memory slots N of the tiny model")
     parser.add_argument("--backend", choices=[b for b in BACKENDS if b != "auto"], default="numpy")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tol", type=float, default=1e-6, help="largest accepted norm ratio")
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
+    parser.add_argument("--tol", type=float_in(0.0, float("inf"), low_open=True), default=1e-6,
+                        help="largest accepted norm ratio")
     args = parser.parse_args(argv)
     try:
         xp = get_xp(args.backend)

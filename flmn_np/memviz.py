@@ -17,11 +17,12 @@ import numpy as np
 
 from .core.backend import get_xp, to_numpy, asarray
 from .data.episodes import EpisodeSource, draw_batch
-from .data.files import atomic_write, resolve_data_dir
+from .data.files import atomic_write
 from .data.sources import omniglot_data
-from .evaluate import load_run, params_from_checkpoint
-from .plot import check_image_path
 from .runs.config import check_episode_sizes, int_at_least, model_config
+from .runs.curves import check_image_path
+from .runs.datafolder import run_data_dir
+from .runs.evaluation import load_run, params_from_checkpoint
 from .runs.rundir import run_command
 from .core.models import initial_state, step_forward
 from .core.ops import previous_label_onehot
@@ -70,7 +71,7 @@ def load_trace(run_dir, data_dir, seed, backend="numpy"):
     xp = get_xp(backend)
     params = params_from_checkpoint(ckpt, mcfg, xp)
     images, _ = omniglot_data(dataclasses.replace(cfg, experiment=1),
-                              resolve_data_dir(data_dir or cfg.data_dir))
+                              run_data_dir(record, data_dir))
     test_ids = np.asarray(record["split"]["test_ids"])
     check_episode_sizes(cfg, {"held-out test": test_ids.size}, images.shape[1])
     x, y, _ = draw_batch(EpisodeSource(images, test_ids, {}), 1, mcfg.n_classes, cfg.samples,

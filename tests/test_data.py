@@ -184,6 +184,34 @@ def test_damaged_cache_is_rebuilt(fake_omniglot):
     np.testing.assert_array_equal(again.images, first.images)
 
 
+@pytest.mark.parametrize("damage", [
+    lambda c: {**c, "images": c["images"][..., :399]},                  # 399 values per image
+    lambda c: {**c, "images": c["images"][:4], "names": c["names"][:4]},  # a class short
+    lambda c: {**c, "images": c["images"].astype(np.float64)},
+    lambda c: {**c, "images": c["images"] * 255},
+    lambda c: {**c, "n_background": np.array(4)},
+])
+def test_a_cache_that_loads_but_holds_other_arrays_is_rebuilt(fake_omniglot, damage):
+    """A cache with 399 values per image loaded and training ended in a matmul ValueError."""
+    first = omniglot.load_omniglot(fake_omniglot)
+    small = next((fake_omniglot / ".cache").glob("omniglot_20x20_*.npz"))
+    with np.load(small) as z:
+        np.savez(small, **damage({k: z[k] for k in z.files}))
+    with pytest.warns(UserWarning, match="damaged cache"):
+        again = omniglot.load_omniglot(fake_omniglot)
+    np.testing.assert_array_equal(again.images, first.images)
+    assert again.n_background == 3
+
+
+def test_a_full_cache_of_another_shape_is_rebuilt(fake_omniglot):
+    full = omniglot.load_omniglot_full(fake_omniglot)
+    packed = next(p for p in (fake_omniglot / ".cache").glob("*.npz")
+                  if "omniglot_20x20_" not in p.name)
+    np.savez(packed, packed=np.zeros((5, 20, 100), np.uint8))
+    with pytest.warns(UserWarning, match="damaged cache"):
+        np.testing.assert_array_equal(omniglot.load_omniglot_full(fake_omniglot), full)
+
+
 def test_changed_zip_gets_a_new_cache_key(fake_omniglot):
     omniglot.load_omniglot(fake_omniglot)
     _write_zip(fake_omniglot / "omniglot" / "images_evaluation.zip", "images_evaluation", [5, 4])

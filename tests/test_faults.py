@@ -1,6 +1,7 @@
 """Damaged files, full disks, diverging runs and interrupts: one line each, nothing half-written,
 the last good checkpoint kept."""
 import errno
+import importlib.util
 import json
 import shutil
 import signal
@@ -9,9 +10,11 @@ import sys
 
 import numpy as np
 import pytest
-from test_train import (REPO, assert_clean_error, kill_hard, params_of, run_cli, start_paused,
-                        tiny_flags, tiny_run, train_in_process)  # noqa: F401
+from run_helpers import (REPO, assert_clean_error, kill_hard, params_of, run_cli, start_paused,
+                         tiny_flags, tiny_run, train_in_process)  # noqa: F401
 
+from flmn_np import bench, gpucheck, gradcheck
+from flmn_np.data import cli as data_cli
 from flmn_np.evaluate import main as evaluate_main
 from flmn_np.memviz import main as memviz_main
 from flmn_np.plot import main as plot_main
@@ -351,6 +354,36 @@ def test_memviz_refuses_a_negative_seed(tiny_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         memviz_main([str(tiny_run), "--out", str(tmp_path / "m.png"), "--seed", "-1"])
     assert e.value.code == 2 and "--seed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, argv, flag", [
+    (bench.main, ["--batch-size", "0"], "--batch-size"),      # was a ZeroDivisionError
+    (bench.main, ["--repeats", "0"], "--repeats"),
+    (bench.main, ["--warmup", "-1"], "--warmup"),
+    (bench.main, ["--reads", "0"], "--reads"),
+    (gradcheck.main, ["--slots", "0"], "--slots"),
+    (gradcheck.main, ["--tol", "nan"], "--tol"),
+    (gradcheck.main, ["--seed", "-2"], "--seed"),
+    (gpucheck.main, ["--steps", "0"], "--steps"),
+    (gpucheck.main, ["--repeats", "-1"], "--repeats"),
+    (evaluate_main, ["run", "--episodes", "0"], "--episodes"),
+    (data_cli.main, ["show", "--out", "e.png", "--classes", "0"], "--classes"),
+    (data_cli.main, ["show", "--out", "e.png", "--seed", "x"], "--seed"),
+])
+def test_every_commands_numeric_flags_are_checked(command, argv, flag, capsys):
+    """A number out of range ends as train.py's do: one line naming the flag, exit status 2."""
+    with pytest.raises(SystemExit) as e:
+        command(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert f"error: argument {flag}" in err.splitlines()[-1]
+
+
+def test_the_benchmark_scripts_answer_help_and_a_missing_torch_in_one_line():
+    proc = run_cli(["benchmarks/op_floor.py", "--help"])
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: python benchmarks/op_floor.py")
+    if importlib.util.find_spec("torch") is None:
+        assert_clean_error(run_cli(["benchmarks/torch_flmn.py"]), "needs PyTorch")
 
 
 def test_ctrl_c_reaches_evaluate_started_as_a_background_job(tiny_run, data_dir):

@@ -3,7 +3,7 @@ import numpy as np
 
 from flmn_np.memviz import main, same_class_lift, trace_episode
 from flmn_np.core.models import ModelConfig, init_params
-from test_train import tiny_flags, train_in_process
+from run_helpers import tiny_flags, train_in_process
 
 
 def test_trace_weights_are_distributions():

@@ -1,14 +1,17 @@
 """The run directory: one writer, what --out may be, failed starts, takeover, what is recorded."""
 import json
 import os
+import shutil
 import signal
 
 import numpy as np
 import pytest
-from test_train import (STEPS, assert_clean_error, kill_hard, params_of, run_cli,
-                        start_paused, tiny_flags, tiny_run, train_in_process)  # noqa: F401
+from run_helpers import (STEPS, assert_clean_error, kill_hard, params_of, run_cli,
+                         start_paused, tiny_flags, tiny_run, train_in_process)  # noqa: F401
 
-from flmn_np.runs.checkpoint import load_checkpoint
+from flmn_np.evaluate import main as evaluate_main
+from flmn_np.memviz import main as memviz_main
+from flmn_np.runs.checkpoint import load_checkpoint, main as checkpoint_main
 from flmn_np.runs.metrics import read_metrics
 from flmn_np.runs.rundir import LOCK_NAME, keep_rows_until
 
@@ -166,3 +169,73 @@ def test_child_helper_really_pauses(data_dir, tmp_path):
         assert proc.poll() is None
     finally:
         kill_hard(proc)
+
+
+# ---------------------------------------------------------------- where a run's data comes from
+
+def _data_copy(data_dir, where):
+    """A read-only copy of the Omniglot zips (read-only: the caches stay in the user cache)."""
+    shutil.copytree(data_dir / "omniglot", where / "omniglot")
+    for d in (where / "omniglot", where):
+        d.chmod(0o555)
+    return where
+
+
+def _writable(folder):
+    for d in (folder, folder / "omniglot"):
+        d.chmod(0o755)
+
+
+def test_a_run_takes_the_data_folder_it_recorded(data_dir, tmp_path, monkeypatch, capsys):
+    """train.py --data-dir DIR, then --resume, evaluate and memviz without the flag looked in
+    ./data and stopped with 'missing data file(s)'."""
+    monkeypatch.delenv("FLMN_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)                                     # no ./data here
+    out = tmp_path / "run"
+    assert train_in_process(tiny_flags(data_dir.resolve(), out, **{"--steps": 4})) == 0
+    record = json.loads((out / "config.json").read_text())
+    assert record["data"]["folder"] == str(data_dir.resolve())
+    assert record["config"]["data_dir"] is None                    # an absolute path is not kept
+    assert train_in_process(["--out", str(out), "--resume", "--steps", str(STEPS)]) == 0
+    assert load_checkpoint(out / "checkpoint.npz").step == STEPS
+    assert evaluate_main([str(out), "--episodes", "2", "--json", str(tmp_path / "e.json")]) == 0
+    assert memviz_main([str(out), "--out", str(tmp_path / "m.png")]) == 0
+    assert "no longer holds" not in capsys.readouterr().out
+
+
+def test_a_moved_data_folder_falls_back_and_says_so(data_dir, tmp_path, monkeypatch, capsys):
+    copy = _data_copy(data_dir, tmp_path / "copy")
+    out = tmp_path / "run"
+    try:
+        assert train_in_process(tiny_flags(copy, out, **{"--steps": 2})) == 0
+    finally:
+        _writable(copy)
+    shutil.rmtree(copy)
+    monkeypatch.setenv("FLMN_DATA_DIR", str(data_dir))
+    capsys.readouterr()
+    assert evaluate_main([str(out), "--episodes", "2", "--json", str(tmp_path / "e.json")]) == 0
+    said = capsys.readouterr().out
+    assert f"{copy}, recorded by the run, no longer holds its files" in said
+    assert f"using {data_dir} ($FLMN_DATA_DIR)" in said
+
+
+def test_a_run_recorded_without_a_folder_still_resumes(tiny_run, data_dir, tmp_path, monkeypatch):
+    """Runs written before the folder was recorded: data {chosen_by, dir, sha256} only."""
+    out = tmp_path / "old"
+    shutil.copytree(tiny_run, out)
+    record = json.loads((out / "config.json").read_text())
+    del record["data"]["folder"]
+    (out / "config.json").write_text(json.dumps(record))
+    monkeypatch.setenv("FLMN_DATA_DIR", str(data_dir))
+    assert train_in_process(["--out", str(out), "--resume", "--steps", str(STEPS + 2)]) == 0
+    assert evaluate_main([str(out), "--episodes", "2", "--json", str(tmp_path / "e.json")]) == 0
+
+
+def test_strip_removes_the_data_folder_from_a_published_run(tiny_run, data_dir, tmp_path):
+    out = tmp_path / "published"
+    shutil.copytree(tiny_run, out)
+    assert "folder" in json.loads((out / "config.json").read_text())["data"]
+    assert checkpoint_main(["strip", str(out / "checkpoint.npz")]) == 0
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert "folder" not in data and set(data) == {"chosen_by", "dir", "sha256"}
+    assert str(data_dir.resolve()) not in (out / "config.json").read_text()

@@ -4,15 +4,16 @@ import json
 
 import numpy as np
 import pytest
-from test_train import (assert_clean_error, kill_hard, params_of, run_cli, start_paused,
-                        tiny_flags, train_in_process)
+from run_helpers import (assert_clean_error, kill_hard, params_of, run_cli, start_paused,
+                         tiny_flags, train_in_process)
 
 from flmn_np.runs.checkpoint import load_checkpoint
 from flmn_np.runs.config import TrainConfig, model_config
 from flmn_np.data.episodes import EpisodeSource
 from flmn_np.data.sources import omniglot_data
 from flmn_np.data.splits import make_split
-from flmn_np.evaluate import evaluate_params, main as evaluate_main
+from flmn_np.evaluate import main as evaluate_main
+from flmn_np.runs.evaluation import evaluate_params
 from flmn_np.runs.validation import score, split_validation
 
 VAL = {"--val-classes": 40, "--val-episodes": 6}
@@ -139,7 +140,7 @@ def test_plot_shows_the_validation_curve_and_the_best_step(val_run):
     import matplotlib.pyplot as plt
 
     from flmn_np.runs.metrics import read_metrics
-    from flmn_np.plot import plot_accuracy
+    from flmn_np.runs.curves import plot_accuracy
     fig, ax = plt.subplots()
     plot_accuracy(ax, read_metrics(val_run / "metrics.csv"), "val", val_run)
     lines = {line.get_label(): line for line in ax.get_lines()}

@@ -3,7 +3,8 @@
 
 The one-shot task [FLMN §5; docs/model.md]: an episode draws C classes, gives them a fresh random
 assignment of the labels 0..C-1, and presents S samples (distinct drawers) of each class in random
-order: T = C*S steps. At step t the model sees x_t and the one-hot label of step t-1 (zeros at t = 0).
+order: T = C*S steps, t = 1..T. At step t the model sees x_t and the one-hot label of step t-1
+(zeros at t = 1).
 
 Training, validation and evaluation all take their batches from draw_batch over an EpisodeSource
 (the images and the classes allowed; data.sources builds them for a run).

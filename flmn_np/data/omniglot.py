@@ -174,16 +174,48 @@ def _save_cache(path, **arrays):
                       stacklevel=3)
 
 
-def _load_cache(path, keys):
-    """The arrays `keys` from an .npz cache, or None if absent or unreadable (then rebuilt)."""
+def _expected_arrays():
+    """What a cache holds for OMNIGLOT_PARTS: {key: (shape, dtype kind)} of the small cache
+    (images, names, n_background) and of the full one (packed bits)."""
+    counts = [last - first + 1 for _, first, last in OMNIGLOT_PARTS]
+    n = sum(counts)
+    small = {"images": ((n, N_DRAWERS, IMAGE_SIZE * IMAGE_SIZE), "f"), "names": ((n,), "U"),
+             "n_background": ((), "i")}
+    full = {"packed": ((n, N_DRAWERS, -(-FULL_SIZE * FULL_SIZE // 8)), "u")}
+    return small, full, counts[0]
+
+
+def _cache_problem(arrays, expected, n_background):
+    """Why the arrays read from a cache are not what it should hold, or None."""
+    for k, (shape, kind) in expected.items():
+        a = arrays[k]
+        if a.shape != shape or a.dtype.kind != kind:
+            return f"{k} is {a.dtype} {a.shape}, expected shape {shape}"
+    if "images" in arrays:
+        images = arrays["images"]
+        if images.dtype != np.float32 or not (images.min() >= 0 and images.max() <= 1):
+            return f"images are {images.dtype} outside [0, 1], expected float32 in [0, 1]"
+        if int(arrays["n_background"]) != n_background:
+            return f"n_background is {int(arrays['n_background'])}, expected {n_background}"
+    return None
+
+
+def _load_cache(path, expected, n_background):
+    """The arrays `expected` names ({key: (shape, dtype kind)}) from an .npz cache, or None if
+    absent, unreadable or not of those shapes, dtypes and counts (then rebuilt)."""
     if not path.is_file():
         return None
     try:
         with np.load(path) as z:
-            return {k: z[k] for k in keys}
+            arrays = {k: z[k] for k in expected}
     except Exception as e:  # a damaged cache is rebuilt, never fatal
         warnings.warn(f"ignoring unreadable cache {path} ({e}); rebuilding it", stacklevel=3)
         return None
+    problem = _cache_problem(arrays, expected, n_background)
+    if problem is not None:
+        warnings.warn(f"ignoring damaged cache {path} ({problem}); rebuilding it", stacklevel=3)
+        return None
+    return arrays
 
 
 def _build_omniglot(paths, small_path, full_path):
@@ -215,7 +247,8 @@ def load_omniglot(data_dir=None, cache_dir=None, download=True):
     data_dir = resolve_data_dir(data_dir)
     paths = _omniglot_paths(data_dir, download)
     small_path, full_path = _cache_files(data_dir, cache_dir, paths)
-    cached = _load_cache(small_path, ("images", "names", "n_background"))
+    small, _, n_background = _expected_arrays()
+    cached = _load_cache(small_path, small, n_background)
     if cached is not None:
         return Omniglot(cached["images"], [str(s) for s in cached["names"]], int(cached["n_background"]))
     images, names, n_background, _ = _build_omniglot(paths, small_path, full_path)
@@ -228,7 +261,8 @@ def load_omniglot_full(data_dir=None, cache_dir=None, download=True):
     data_dir = resolve_data_dir(data_dir)
     paths = _omniglot_paths(data_dir, download)
     small_path, full_path = _cache_files(data_dir, cache_dir, paths)
-    cached = _load_cache(full_path, ("packed",))
+    _, full, n_background = _expected_arrays()
+    cached = _load_cache(full_path, full, n_background)
     if cached is None:
         return _build_omniglot(paths, small_path, full_path)[3]
     packed = cached["packed"]

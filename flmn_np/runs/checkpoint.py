@@ -27,6 +27,8 @@ import numpy as np
 
 from ..core.backend import to_numpy
 from ..data.files import atomic_write
+from .config import to_json
+from .datafolder import drop_folder
 
 CHECKPOINT_NAME = "checkpoint.npz"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -126,8 +128,23 @@ def strip_optimizer_state(path):
     save_checkpoint(path, ckpt.params, {}, ckpt.step, ckpt.config)
 
 
+def strip_data_folder(run_dir):
+    """Remove the data folder's machine path (datafolder.py) from RUN_DIR/config.json, if there."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{path} is damaged ({e})") from None
+    if isinstance(record, dict) and "folder" in (record.get("data") or {}):
+        text = to_json(drop_folder(record)) + "\n"
+        atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def main(argv=None):
-    """python -m flmn_np.runs.checkpoint strip FILE [FILE ...]"""
+    """python -m flmn_np.runs.checkpoint strip FILE [FILE ...]: each checkpoint to its
+    parameters, and the config.json beside it without the data folder's machine path."""
     parser = argparse.ArgumentParser(prog="python -m flmn_np.runs.checkpoint",
                                      description="Strip the optimizer state from finished runs' "
                                                  "checkpoints (they can then be evaluated, not resumed).")
@@ -137,6 +154,7 @@ def main(argv=None):
     try:
         for f in args.files:
             strip_optimizer_state(f)
+            strip_data_folder(Path(f).parent)
             print(f"{f}: parameters only")
     except (CheckpointError, OSError) as e:
         print(f"checkpoint: error: {e}", file=sys.stderr)

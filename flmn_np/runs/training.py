@@ -41,17 +41,18 @@ from ..core.backend import (array_namespace, asarray, backend_name, cupy_status,
                             to_numpy)
 from .checkpoint import (CHECKPOINT_NAME, CheckpointError, check_shapes, load_checkpoint,
                          save_checkpoint)
+from .curves import plot_runs
+from .datafolder import run_data_dir
+from .evaluation import eval_record, evaluate_params, params_from_checkpoint
 from .config import (ConfigError, TrainConfig, check_episode_sizes, model_config, parse_args)
 from ..data.episodes import EpisodeSource, Prefetcher, draw_batch
 from ..data.files import KNOWN_FILES, file_hashes, resolve_data_dir
 from ..data.sources import omniglot_data
 from ..data.splits import make_split
-from ..evaluate import eval_record, evaluate_params, params_from_checkpoint
 from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, make_row,
                       per_instance_counts, start_metrics)
 from ..core.models import init_params, loss_and_grads
 from ..core.optim import clip_by_global_norm, make_optimizer
-from ..plot import plot_runs
 from .rundir import (CONFIG_NAME, TrainingError, memory_error_line, open_run_dir, os_error_line,
                      run_command, write_json)
 from .validation import BEST_NAME, BestTracker, split_validation
@@ -100,12 +101,11 @@ def class_split(cfg):
     return train_ids, test_ids, val_ids
 
 
-def load_sources(cfg):
+def load_sources(cfg, data_dir):
     """(data_dir, EpisodeSource for training, held-out test and validation (None without
     --val-classes), (train_ids, test_ids, val_ids)). With --rotations90 the training classes
     include their rotations; held-out and validation ones do not. ConfigError when an episode
     size does not fit a class set (checked here, before the first step)."""
-    data_dir = resolve_data_dir(cfg.data_dir)
     train_ids, test_ids, val_ids = class_split(cfg)
     sizes = {"held-out test": test_ids.size, "validation": val_ids.size or None}
     check_episode_sizes(cfg, {"training": train_ids.size * (4 if cfg.rotations90 else 1),
@@ -144,7 +144,9 @@ def run_record(cfg, mcfg, xp, split_ids, data_dir):
 
 def data_record(cfg, data_dir):
     """Where the run's data came from, without a path of this machine: how the folder was chosen,
-    the folder only when it was given as a relative path, and the sha256 of the Omniglot files."""
+    the folder only when it was given as a relative path, and the sha256 of the Omniglot files;
+    "folder", the absolute path, is for the commands that read the run later (datafolder.py)
+    and is removed before a run is published."""
     chosen_by = ("--data-dir" if cfg.data_dir is not None else
                  "FLMN_DATA_DIR" if os.environ.get("FLMN_DATA_DIR") else "default")
     data_dir = Path(data_dir)
@@ -153,7 +155,7 @@ def data_record(cfg, data_dir):
         relpath = KNOWN_FILES[name].relpath
         sha256[relpath] = file_hashes(data_dir / relpath)[0]
     return {"chosen_by": chosen_by, "dir": None if data_dir.is_absolute() else str(data_dir),
-            "sha256": sha256}
+            "folder": str(data_dir.resolve()), "sha256": sha256}
 
 
 def now():
@@ -168,7 +170,12 @@ def setup(rd):
     if cfg.patience and not cfg.val_classes:
         raise ConfigError("--patience needs --val-classes (the classes that decide when to stop)")
     xp = choose_backend(cfg.backend)
-    data_dir, train, test, val, split_ids = load_sources(cfg)
+    if rd.record is None:
+        data_dir = resolve_data_dir(cfg.data_dir)
+    else:   # --data-dir given now, else the folder the run recorded (datafolder.py)
+        given = cfg.data_dir if cfg.data_dir != rd.record["config"].get("data_dir") else None
+        data_dir = run_data_dir(rd.record, given)
+    data_dir, train, test, val, split_ids = load_sources(cfg, data_dir)
     params = init_params(mcfg, cfg.seed, xp, DTYPE)
     opt = make_optimizer(cfg.optimizer, params, lr=cfg.lr)
     start_step = 0 if ckpt is None else ckpt.step
