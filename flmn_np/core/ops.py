@@ -139,7 +139,7 @@ def softmax_backward(dp, cache):
 
 
 def cross_entropy_forward(logits, y):
-    """L = -mean_{b,t} log softmax(logits[b,t])[y[b,t]]     logits (..., B, T, C), y (..., B, T) int.
+    """L = -mean_{b,t} log softmax(logits[b,t])[y[b,t]]   logits (..., B, T, C), y (..., B, T) int.
 
     Returns the loss, one per model (0-d for one model, (S,) for a stack), and cache
     (p, y_onehot)."""
