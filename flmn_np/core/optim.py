@@ -75,6 +75,10 @@ class Adam:
             n += size
         self.m = xp.zeros((*self.lead, n), dtype=first.dtype)
         self.v = xp.zeros((*self.lead, n), dtype=first.dtype)
+        # one lr per model: (*lead, 1) in float64, moved once; lr_t is rounded to the params'
+        # dtype after its float64 product, as a Python number is when one model steps alone
+        self._lr = (xp.reshape(xp.asarray(lr, dtype=xp.float64), (*self.lead, 1))
+                    if isinstance(lr, (list, tuple)) else lr)
 
     def _flat(self, arrays):
         """Concatenate per-key arrays, in the params' key order, into one flat (*lead, n)."""
@@ -91,11 +95,9 @@ class Adam:
         xp = array_namespace(self.m)
         self.t += 1
         correction = math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
-        if isinstance(self.lr, (list, tuple)):   # one per model, each product in float64 first
-            lr_t = xp.reshape(xp.asarray([lr * correction for lr in self.lr], dtype=self.m.dtype),
-                              (*self.lead, 1))
-        else:
-            lr_t = self.lr * correction
+        lr_t = self._lr * correction
+        if not isinstance(lr_t, float):
+            lr_t = xp.astype(lr_t, self.m.dtype)
         g = self._flat(grads)
         self.m += (1.0 - self.beta1) * (g - self.m)     # in place: b1 m + (1 - b1) g
         self.v += (1.0 - self.beta2) * (g * g - self.v)
