@@ -354,6 +354,28 @@ def bench_stack(stacks=(1, 2, 5, 10), model="flmn", batch_size=16, backend="nump
             "stacks": rows}
 
 
+GPU_STACKS = (1, 8, 32)   # the sizes gpucheck times on CuPy at B = 16
+
+
+def gpu_stack(repeats):
+    """bench_stack on CuPy for GPU_STACKS at B = 16 (what gpucheck reports)."""
+    return bench_stack(GPU_STACKS, batch_size=16, backend="cupy", repeats=repeats, count=False)
+
+
+def stack_markdown(r):
+    """bench_stack's result as markdown lines (a heading and a table)."""
+    lines = ["", f"## A stack of S models against S single models, {r['model']}, "
+             f"B = {r['batch_size']}, T = {r['steps_per_episode']}, {r['backend']}", "",
+             "| S | stack ms/step | singles ms/step | stack episodes/s | singles episodes/s "
+             "| speedup | stack MB | single MB |", "|---|---|---|---|---|---|---|---|"]
+    for row in r["stacks"]:
+        lines.append(f"| {row['S']} | {row['stack_ms_per_step']:.1f} "
+                     f"| {row['singles_ms_per_step']:.1f} | {row['stack_episodes_per_s']:.0f} "
+                     f"| {row['singles_episodes_per_s']:.0f} | {row['speedup']:.2f}x "
+                     f"| {row['stack_peak_mem_mb']:.0f} | {row['single_peak_mem_mb']:.0f} |")
+    return lines
+
+
 def print_stack(r):
     print(f"{r['model']} R={r['reads']} B={r['batch_size']} T={r['steps_per_episode']} on "
           f"{r['backend']}: a stack of S models against S single models, interleaved")
