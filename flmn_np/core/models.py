@@ -85,9 +85,9 @@ class ModelConfig:
 
 class State(NamedTuple):
     """Recurrent state after step t; a gradient of the state has the same type."""
-    h: Any      # (B, H) controller output
-    c: Any      # (B, H) LSTM cell
-    r: Any      # (B, R W) what the memory returned
+    h: Any      # (E, H) controller output; E = B episodes (prod(lead) B for a stack)
+    c: Any      # (E, H) LSTM cell
+    r: Any      # (E, R W) what the memory returned
     mem: Any    # FLMNMemory or MANNMemory
 
 
