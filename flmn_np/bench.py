@@ -1,6 +1,7 @@
 """Benchmark full training steps and their GEMM floor.
 
     python -m flmn_np.bench --model {flmn,mann} --batch-size B --backend {numpy,cupy} [--json]
+    python -m flmn_np.bench --stack S [S ...]    a stack of S models against S single models
 
 Times forward + backward + Adam on random inputs of the real shapes, after warm-up, and prints
 the median ms per step, episodes per second and peak memory. The GEMM floor is the time of
@@ -32,8 +33,8 @@ import numpy as np
 from . import core
 from .core import kernels
 from .core.backend import BACKENDS, BackendError, asarray, backend_name, get_xp
-from .core.models import ModelConfig, init_params, loss_and_grads
-from .core.optim import Adam
+from .core.models import ModelConfig, init_params, loss_and_grads, stack_params
+from .core.optim import Adam, clip_by_global_norm
 from .runs.config import int_at_least
 
 
@@ -219,16 +220,22 @@ def counting_ops(fuse=False):
             setattr(obj, name, value)
 
 
-def count_ops(cfg, batch_size=16, samples_per_class=10, fuse=False):
+def count_ops(cfg, batch_size=16, samples_per_class=10, fuse=False, stack=None):
     """The array operations of one training step (forward, backward, Adam) of `cfg`, counted on
-    the CPU  ->  Counter {operation name: calls}. fuse: the CuPy path (see counting_ops)."""
+    the CPU  ->  Counter {operation name: calls}. fuse: the CuPy path (see counting_ops).
+    stack=S: a stack of S models, clipped per model (stack_step)."""
     import array_api_strict as xp
-    params = init_params(cfg, 0, xp)
-    opt = Adam(params)
-    x, y = random_batch(cfg, batch_size, samples_per_class, xp)
+    if stack is None:
+        params = init_params(cfg, 0, xp)
+        opt = Adam(params)
+        x, y = random_batch(cfg, batch_size, samples_per_class, xp)
+        with counting_ops(fuse) as counter:
+            _, _, grads = loss_and_grads(params, x, y, cfg)
+            opt.step(params, grads)
+        return counter.counts
+    step = stack_step(cfg, stack, batch_size, samples_per_class, xp)
     with counting_ops(fuse) as counter:
-        _, _, grads = loss_and_grads(params, x, y, cfg)
-        opt.step(params, grads)
+        step()
     return counter.counts
 
 
@@ -284,6 +291,104 @@ def bench(model="flmn", batch_size=16, backend="numpy", reads=1, samples_per_cla
     }
 
 
+STACK_CLIP = 10.0
+
+
+def stack_step(cfg, S, batch_size, samples_per_class, xp, seed=0):
+    """One training step of S models (seeds seed..seed+S-1) as a stack: params (S, ...),
+    episodes (S, B, T, D), clipping and Adam per model, one lr per model. S = None: one model
+    as a single run holds it (no model axis). -> a function doing one step."""
+    seeds = [seed] if S is None else range(seed, seed + S)
+    singles = [init_params(cfg, s, xp) for s in seeds]
+    batches = [random_batch(cfg, batch_size, samples_per_class, xp, seed=s) for s in seeds]
+    if S is None:
+        params, (x, y), lead = singles[0], batches[0], ()
+        opt = Adam(params)
+    else:
+        params, lead = stack_params(singles), (S,)
+        x, y = (xp.stack([b[i] for b in batches]) for i in (0, 1))
+        opt = Adam(params, lr=[1e-3] * S, lead=lead)
+
+    def step():
+        _, _, grads = loss_and_grads(params, x, y, cfg)
+        opt.step(params, clip_by_global_norm(grads, STACK_CLIP, lead)[0])
+    return step
+
+
+def bench_stack(stacks=(1, 2, 5, 10), model="flmn", batch_size=16, backend="numpy", reads=1,
+                samples_per_class=10, warmup=2, repeats=5, count=True):
+    """Episodes/s of a stack of S models against S single models stepped one after another, in
+    the same process and interleaved (stack step, then the S single steps, `repeats` times), so
+    both see the same load; peak memory of each; the CuPy path's launches per stacked step."""
+    xp = get_xp(backend)
+    cfg = ModelConfig(model=model, reads=reads)
+    rows = []
+    for S in stacks:
+        stack = stack_step(cfg, S, batch_size, samples_per_class, xp)
+        singles = [stack_step(cfg, None, batch_size, samples_per_class, xp, seed=s)
+                   for s in range(S)]
+
+        def singles_step():
+            for one in singles:
+                one()
+        for _ in range(warmup):
+            stack()
+            singles_step()
+        ms_stack, ms_singles = [], []
+        for _ in range(repeats):
+            ms_stack.append(time_it(stack, xp, 1))
+            ms_singles.append(time_it(singles_step, xp, 1))
+        ms, ms1 = statistics.median(ms_stack), statistics.median(ms_singles)
+        row = {"S": S, "stack_ms_per_step": round(ms, 2), "singles_ms_per_step": round(ms1, 2),
+               "stack_episodes_per_s": round(S * batch_size / ms * 1e3, 1),
+               "singles_episodes_per_s": round(S * batch_size / ms1 * 1e3, 1),
+               "speedup": round(ms1 / ms, 2),
+               "stack_peak_mem_mb": round(peak_memory_mb(xp, stack), 1),
+               "single_peak_mem_mb": round(peak_memory_mb(xp, singles[0]), 1)}
+        if count:
+            fused = count_ops(cfg, batch_size, samples_per_class, fuse=True, stack=S)
+            row["cupy_launches_per_step"] = sum(n for name, n in fused.items()
+                                                if name not in VIEW_OPERATIONS)
+        rows.append(row)
+    return {"model": model, "reads": cfg.reads, "batch_size": batch_size,
+            "backend": backend_name(xp), "steps_per_episode": cfg.n_classes * samples_per_class,
+            "stacks": rows}
+
+
+GPU_STACKS = (1, 8, 32)   # the sizes gpucheck times on CuPy at B = 16
+
+
+def gpu_stack(repeats):
+    """bench_stack on CuPy for GPU_STACKS at B = 16 (what gpucheck reports)."""
+    return bench_stack(GPU_STACKS, batch_size=16, backend="cupy", repeats=repeats, count=False)
+
+
+def stack_markdown(r):
+    """bench_stack's result as markdown lines (a heading and a table)."""
+    lines = ["", f"## A stack of S models against S single models, {r['model']}, "
+             f"B = {r['batch_size']}, T = {r['steps_per_episode']}, {r['backend']}", "",
+             "| S | stack ms/step | singles ms/step | stack episodes/s | singles episodes/s "
+             "| speedup | stack MB | single MB |", "|---|---|---|---|---|---|---|---|"]
+    for row in r["stacks"]:
+        lines.append(f"| {row['S']} | {row['stack_ms_per_step']:.1f} "
+                     f"| {row['singles_ms_per_step']:.1f} | {row['stack_episodes_per_s']:.0f} "
+                     f"| {row['singles_episodes_per_s']:.0f} | {row['speedup']:.2f}x "
+                     f"| {row['stack_peak_mem_mb']:.0f} | {row['single_peak_mem_mb']:.0f} |")
+    return lines
+
+
+def print_stack(r):
+    print(f"{r['model']} R={r['reads']} B={r['batch_size']} T={r['steps_per_episode']} on "
+          f"{r['backend']}: a stack of S models against S single models, interleaved")
+    print(f"{'S':>3} {'stack ms':>9} {'singles ms':>11} {'stack ep/s':>11} {'singles ep/s':>13} "
+          f"{'speedup':>8} {'stack MB':>9} {'single MB':>10} {'CuPy launches':>14}")
+    for row in r["stacks"]:
+        print(f"{row['S']:>3} {row['stack_ms_per_step']:>9.1f} {row['singles_ms_per_step']:>11.1f} "
+              f"{row['stack_episodes_per_s']:>11.0f} {row['singles_episodes_per_s']:>13.0f} "
+              f"{row['speedup']:>7.2f}x {row['stack_peak_mem_mb']:>9.0f} "
+              f"{row['single_peak_mem_mb']:>10.0f} {row.get('cupy_launches_per_step', '-'):>14}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m flmn_np.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["flmn", "mann"], default="flmn")
@@ -295,15 +400,23 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int_at_least(0), default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--ops", action="store_true", help="also print the array operations by kind")
+    parser.add_argument("--stack", type=int_at_least(1), nargs="+", metavar="S",
+                        help="time stacks of S models against S single models (e.g. 1 2 5 10)")
     args = parser.parse_args(argv)
     try:
-        result = bench(args.model, args.batch_size, args.backend, args.reads,
-                       warmup=args.warmup, repeats=args.repeats)
+        if args.stack:
+            result = bench_stack(args.stack, args.model, args.batch_size, args.backend,
+                                 args.reads, warmup=args.warmup, repeats=args.repeats)
+        else:
+            result = bench(args.model, args.batch_size, args.backend, args.reads,
+                           warmup=args.warmup, repeats=args.repeats)
     except (BackendError, ValueError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result))
+    elif args.stack:
+        print_stack(result)
     else:
         r = result
         print(f"{r['model']} R={r['reads']} B={r['batch_size']} T={r['steps_per_episode']} on {r['backend']}: "

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import bench
+from .bench import bench, gpu_stack, stack_markdown
 from .core.backend import BackendError, get_xp, to_numpy
 from .core.models import ModelConfig, init_params, loss_and_grads
 from .core.optim import Adam
@@ -157,6 +157,8 @@ def markdown(report):
                      f"| {r['episodes_per_s']:.0f} |")
     if report.get("torch_note"):
         lines += ["", f"PyTorch not measured: {report['torch_note']}."]
+    if report.get("stack"):
+        lines += stack_markdown(report["stack"])
     return "\n".join(lines) + "\n"
 
 
@@ -190,6 +192,7 @@ def run(args):
     report["bench"] = bench_cupy(BATCH_SIZES, args.repeats)
     torch_rows, report["torch_note"] = bench_torch_cuda(BATCH_SIZES, args.repeats)
     report["bench"] += torch_rows or []
+    report["stack"] = gpu_stack(args.repeats)
     report["ok"] = report["tests"]["returncode"] == 0 and all(r["ok"] for r in report["training"])
     paths = write_report(report, args.out)
     print(markdown(report))

@@ -105,3 +105,29 @@ def test_op_floor_is_the_model_and_counts_fewer(name):
     spec.loader.exec_module(op_floor)
     m = op_floor.measure(name, batch_size=2, samples_per_class=2)
     assert 0 < m["minimal_forward"] < m["minimal_step"] < m["flmn_np_step"]
+
+
+@pytest.mark.parametrize("name", list(CFGS))
+@pytest.mark.parametrize("fuse", [False, True])
+def test_stack_step_counts_do_not_grow_with_S(name, fuse):
+    """A stacked step is the same operations (and on the CuPy path the same launches) whatever
+    the number of models S; clipping and Adam per model add a fixed few over one model alone."""
+    cfg = _tiny(name)
+    counts = [count_ops(cfg, 2, 2, fuse=fuse, stack=S) for S in (1, 2, 5)]
+    assert counts[0] == counts[1] == counts[2]
+    assert sum(counts[0].values()) > sum(count_ops(cfg, 2, 2, fuse=fuse).values())
+
+
+def test_bench_stack_prints_rows(capsys):
+    assert main(["--stack", "1", "2", "--batch-size", "2", "--repeats", "1", "--warmup", "1",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = result["stacks"]
+    assert [r["S"] for r in rows] == [1, 2]
+    assert rows[0]["cupy_launches_per_step"] == rows[1]["cupy_launches_per_step"] > 0
+    for r in rows:
+        assert r["stack_episodes_per_s"] == round(r["S"] * 2 / r["stack_ms_per_step"] * 1e3, 1) \
+            or abs(r["stack_episodes_per_s"] - r["S"] * 2e3 / r["stack_ms_per_step"]) < 0.5
+        assert r["stack_peak_mem_mb"] > 0 and r["single_peak_mem_mb"] > 0
+    assert main(["--stack", "0"]) == 2
+    assert "--stack sizes must be >= 1" in capsys.readouterr().err

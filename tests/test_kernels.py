@@ -16,7 +16,7 @@ import pytest
 
 from flmn_np.core import addressing, kernels, lstm, memory, ops
 from flmn_np.core.backend import BackendError, cupy_startup_error, cupy_status, get_xp, to_numpy
-from flmn_np.core.models import ModelConfig, loss_and_grads
+from flmn_np.core.models import ModelConfig, loss_and_grads, stack_params
 from flmn_np.gradcheck import TINY, tiny_episode
 
 from kernel_harness import (cuda_source, import_cupy, launch_cpp, nvrtc_compile, recorded_launches)
@@ -292,6 +292,31 @@ def test_episode_through_the_kernels_on_cpu_equals_xp(monkeypatch, model, R, pla
     np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
     for k in p:
         np.testing.assert_allclose(got[2][k], want[2][k], rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("model,R", [("flmn", 1), ("mann", 1), ("mann", 4)])
+def test_stack_through_the_kernels_on_cpu_equals_models_alone(monkeypatch, model, R):
+    """A stack of 3 models (params (3, ...), episodes (3, B, T, D)) on the CuPy path, every
+    kernel body run by g++ on the (3 B, ...) episode arrays the stack hands them: each model's
+    loss, logits and gradients are those of the plain xp code for that model alone (float64)."""
+    cfg = ModelConfig(model=model, reads=R, slots=6, **TINY)
+    alone = [tiny_episode(cfg, seed=s) for s in range(3)]
+    want = [loss_and_grads(p, x, y, cfg) for p, x, y in alone]
+    params = stack_params([p for p, _, _ in alone])
+    x, y = (np.stack([a[i] for a in alone]) for i in (1, 2))
+
+    def cpp_kernel(spec):
+        n_in = len(spec.in_params.split(","))
+        return lambda *arrays: launch_cpp(spec, arrays[:n_in], arrays[n_in:])
+
+    monkeypatch.setattr(kernels, "fused", lambda x: True)
+    monkeypatch.setattr(kernels, "cupy_kernel", cpp_kernel)
+    loss, logits, grads = loss_and_grads(params, x, y, cfg)
+    for s, (loss_s, logits_s, grads_s) in enumerate(want):
+        np.testing.assert_allclose(loss[s], loss_s, rtol=1e-12)
+        np.testing.assert_allclose(logits[s], logits_s, rtol=1e-10, atol=1e-12)
+        for k in grads_s:
+            np.testing.assert_allclose(grads[k][s], grads_s[k], rtol=1e-8, atol=1e-12)
 
 
 def test_build_all_runs_every_kernel():

@@ -1,4 +1,5 @@
 """Every op pair against centred finite differences, on every backend (float64, tiny shapes)."""
+import math
 from functools import partial
 
 import numpy as np
@@ -176,11 +177,30 @@ def test_matmul_helpers_equal_matmul(backend):
     np.testing.assert_array_equal(Wt_T, Wt.T)
     if backend == "numpy":   # its own row-major array, not a view of Wt: the fast GEMM layout
         assert Wt_T.flags.c_contiguous and not np.shares_memory(Wt_T, Wt)
-    np.testing.assert_allclose(to_numpy(ops.flat_matmul(asarray(u, xp), asarray(Wt.T, xp))), u @ Wt.T)
     for R in (1, 3):
         w, v = rand(2, R, 6, seed=4), rand(2, R, 4, seed=5)
         np.testing.assert_allclose(to_numpy(ops.transpose_matmul(asarray(w, xp), asarray(v, xp))),
                                    np.swapaxes(w, 1, 2) @ v, atol=1e-12)
+
+
+@pytest.mark.parametrize("lead", [(), (1,), (3,)])
+def test_stacked_matmul_helpers(backend, lead):
+    """per_model_matmul, model_major, time_major and transposed on a stack of len(lead) models:
+    each model's episodes meet its own weights only."""
+    xp = get_xp(backend)
+    S, T, B, n, m = math.prod(lead), 4, 2, 5, 3
+    W, b = rand(*lead, n, m, seed=1), rand(*lead, m, seed=2)
+    a, seq = rand(S * B, n, seed=3), rand(T, S * B, n, seed=4)     # E = S B episodes, model-major
+    Ws, bs = np.reshape(W, (S, n, m)), np.reshape(b, (S, m))
+    want = np.concatenate([a[s * B:(s + 1) * B] @ Ws[s] + bs[s] for s in range(S)])
+    got = ops.per_model_matmul(asarray(a, xp), asarray(W, xp), asarray(b, xp))
+    np.testing.assert_allclose(to_numpy(got), want, atol=1e-12)
+    mm = to_numpy(ops.model_major(asarray(seq, xp), lead))
+    assert mm.shape == (*lead, T * B, n)
+    for s in range(S):
+        np.testing.assert_array_equal(np.reshape(mm, (S, T, B, n))[s], seq[:, s * B:(s + 1) * B])
+    np.testing.assert_array_equal(to_numpy(ops.time_major(asarray(mm, xp), T)), seq)
+    np.testing.assert_array_equal(to_numpy(ops.transposed(asarray(W, xp))), np.swapaxes(W, -1, -2))
 
 
 def test_least_used_ties_and_order(backend):

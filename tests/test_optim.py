@@ -78,3 +78,37 @@ def test_make_optimizer():
     assert make_optimizer("adam", params, lr=0.5).lr == 0.5
     with pytest.raises(ValueError, match="optimizer"):
         make_optimizer("sgd", params)
+
+
+def test_clip_by_global_norm_per_model(backend):
+    """A stack of 3 models: each model's norm and clipping are its own, as if alone."""
+    xp = get_xp(backend)
+    singles = [_grads(s) for s in range(3)]
+    singles[1] = {k: 100 * v for k, v in singles[1].items()}      # only this one clips at 10
+    stacked = {k: asarray(np.stack([g[k] for g in singles]), xp) for k in singles[0]}
+    clipped, norms = clip_by_global_norm(stacked, 10.0, lead=(3,))
+    assert norms.shape == (3,)
+    for s, g in enumerate(singles):
+        one, norm = clip_by_global_norm({k: asarray(v, xp) for k, v in g.items()}, 10.0)
+        assert float(to_numpy(norms)[s]) == pytest.approx(float(to_numpy(norm)), rel=1e-12)
+        for k in g:
+            np.testing.assert_allclose(to_numpy(clipped[k])[s], to_numpy(one[k]), rtol=1e-12)
+    assert float(to_numpy(global_norm(clipped, lead=(3,)))[1]) == pytest.approx(10.0, rel=1e-5)
+
+
+def test_adam_lr_per_model_matches_models_alone(backend):
+    """Adam on a stack with one lr per model steps each model as Adam alone with its lr."""
+    xp = get_xp(backend)
+    lrs = [0.1, 0.01, 0.001]
+    alone = [{"a": asarray(np.ones((3, 2)), xp), "b": asarray(np.zeros(4), xp)} for _ in lrs]
+    opts = [Adam(p, lr=lr) for p, lr in zip(alone, lrs)]
+    stack = {"a": asarray(np.ones((3, 3, 2)), xp), "b": asarray(np.zeros((3, 4)), xp)}
+    opt = Adam(stack, lr=lrs, lead=(3,))
+    for t in range(1, 4):
+        g = [_grads(10 * t + s) for s in range(3)]
+        for p, o, gs in zip(alone, opts, g):
+            o.step(p, {k: asarray(v, xp) for k, v in gs.items()})
+        opt.step(stack, {k: asarray(np.stack([gs[k] for gs in g]), xp) for k in g[0]})
+    for s, p in enumerate(alone):
+        for k in p:
+            np.testing.assert_allclose(to_numpy(stack[k])[s], to_numpy(p[k]), rtol=1e-14)

@@ -135,7 +135,3 @@ def asarray(x, xp, dtype=None):
         x = x.astype(dtype, copy=False)
     return xp.asarray(x)
 
-
-def dtype_of(xp, name):
-    """xp.float32 / xp.float64 from 'float32' / 'float64'."""
-    return getattr(xp, name)

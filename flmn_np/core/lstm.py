@@ -46,6 +46,6 @@ def lstm_cell_backward(dh, dc, cache):
     H = dh.shape[-1]
     i, f, o = ifo[:, :H], ifo[:, H:2 * H], ifo[:, 2 * H:]
     dc_total = dc + dh * o * (1.0 - tanh_c * tanh_c)
-    difo = xp.concat([dc_total * g, dc_total * c_prev, dh * tanh_c], axis=-1)    # [di | df | do]
-    dz = xp.concat([difo * ifo * (1.0 - ifo), dc_total * i * (1.0 - g * g)], axis=-1)
+    d_gates = xp.concat([dc_total * g, dc_total * c_prev, dh * tanh_c], axis=-1)  # [di | df | do]
+    dz = xp.concat([d_gates * ifo * (1.0 - ifo), dc_total * i * (1.0 - g * g)], axis=-1)
     return dz, dc_total * f

@@ -23,6 +23,17 @@ class MANNMemory(NamedTuple):
     w_lu: Any   # (B, R, N) one-hots lu^1..lu^R of the R least-used slots; no gradient
 
 
+class MANNStepCache(NamedTuple):
+    """What memory_step_backward needs from memory_step_forward."""
+    act: Any              # ops.interface_forward's cache
+    write_weights: Any    # memory.write_weights_forward's cache
+    write: Any            # memory.write_forward's cache
+    address: Any          # addressing.address_forward's cache
+    read: Any             # addressing.read_forward's cache
+    reads: int            # R
+    key_is_add: bool      # cfg.mann_add == 'key': the key is also the add vector
+
+
 def head_size(cfg):
     """k (R W), a (R W, unless the key is the add vector) and alpha (R)."""
     R, W = cfg.reads, cfg.width
@@ -63,7 +74,7 @@ def memory_step_forward(heads, mem_prev, cfg):
     """
     xp = array_namespace(heads)
     B, R, W = heads.shape[0], cfg.reads, cfg.width
-    n_vec = R * W if cfg.mann_add == "key" else 2 * R * W
+    n_vec = head_size(cfg) - R                                         # the tanh part: k [| a]
     tanh_heads, g_w, act_cache = interface_forward(heads, n_vec)      # [k | a] (B, n_vec), (B, R)
     k = xp.reshape(tanh_heads[:, :R * W], (B, R, W))
     a = k if cfg.mann_add == "key" else xp.reshape(tanh_heads[:, R * W:], (B, R, W))
@@ -75,7 +86,8 @@ def memory_step_forward(heads, mem_prev, cfg):
 
     w_u = usage_forward(mem_prev.w_u, cfg.gamma, w_r, w_w)
     w_lu = least_used(w_u, R)                                          # constant in backward
-    cache = (act_cache, ww_cache, write_cache, addr_cache, read_cache, cfg.mann_add == "key")
+    cache = MANNStepCache(act_cache, ww_cache, write_cache, addr_cache, read_cache, R,
+                          cfg.mann_add == "key")
     return xp.reshape(r, (B, R * W)), MANNMemory(M=M, w_r=w_r, w_w=w_w, w_u=w_u, w_lu=w_lu), cache
 
 
@@ -91,10 +103,9 @@ def memory_step_backward(dr, dmem, cache):
         dheads     (B, head_size)  gradient of the interface [k | a | alpha] (or [k | alpha])
         dmem_prev  MANNMemory for the state after step t-1, same shapes, w_w = w_u = w_lu = None
     """
-    act_cache, ww_cache, write_cache, addr_cache, read_cache, key_is_add = cache
+    act_cache, ww_cache, write_cache, addr_cache, read_cache, R, key_is_add = cache
     xp = array_namespace(dr)
-    B, R = act_cache[1].shape
-    W = dr.shape[1] // R
+    B, W = dr.shape[0], dr.shape[1] // R
     dw_r, dM = read_backward(xp.reshape(dr, (B, R, W)), read_cache)
     dk, dM_addr = address_backward(dw_r + dmem.w_r, addr_cache)
     dM_prev, dw_w, da = write_backward(dM + dM_addr + dmem.M, write_cache)

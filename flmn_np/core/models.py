@@ -10,8 +10,22 @@ Speed: the parts of z that do not depend on the recurrence (x and the previous l
 matrix product for all T steps before the loop, the output layer is one product after it, and
 every weight gradient is one product after the backward loop. Inside the loop only the
 recurrent products and the memory step remain. Derivation: docs/derivations.md#bptt.
+
+A stack of S independent models (docs/derivations.md#a-stack-of-models): every parameter carries
+the leading model shape `lead`, () for one model or (S,) for a stack, and an episode batch is
+(*lead, B, T, D). Inside the time loop the parameter-free parts (the LSTM cell and the memory
+step) see the prod(lead) B episodes as one batch axis E, model-major; only the products with
+weights are batched per model, (*lead, B, n) @ (*lead, n, m) (per_model_matmul).
+
+A memory module (flmn.py, mann.py) provides six functions:
+    head_size(cfg), read_size(cfg)               widths of the interface heads and of r[t]
+    initial_memory(cfg, batch_size, xp, dtype)   its memory NamedTuple at t = 0
+    zero_dmemory(mem)                            the zero gradient of that NamedTuple
+    memory_step_forward(heads, mem_prev, cfg)    ->  r (E, read_size), mem, cache
+    memory_step_backward(dr, dmem, cache)        ->  dheads (E, head_size), dmem_prev
 """
 import dataclasses
+import math
 from typing import NamedTuple, Any
 
 import numpy as np
@@ -20,8 +34,8 @@ from . import flmn, mann
 from .addressing import COSINE_EPS_PLACEMENTS
 from .backend import array_namespace
 from .lstm import lstm_cell_forward, lstm_cell_backward
-from .ops import (cross_entropy_backward, cross_entropy_forward, flat_matmul,
-                  previous_label_onehot, transposed)
+from .ops import (cross_entropy_backward, cross_entropy_forward, model_major,
+                  per_model_matmul, previous_label_onehot, time_major, transposed)
 
 MEMORIES = {"flmn": flmn, "mann": mann}
 DEFAULT_SLOTS = {"flmn": 64, "mann": 128}
@@ -71,9 +85,9 @@ class ModelConfig:
 
 class State(NamedTuple):
     """Recurrent state after step t; a gradient of the state has the same type."""
-    h: Any      # (B, H) controller output
-    c: Any      # (B, H) LSTM cell
-    r: Any      # (B, R W) what the memory returned
+    h: Any      # (E, H) controller output; E = B episodes (prod(lead) B for a stack)
+    c: Any      # (E, H) LSTM cell
+    r: Any      # (E, R W) what the memory returned
     mem: Any    # FLMNMemory or MANNMemory
 
 
@@ -108,8 +122,26 @@ def init_params(cfg, seed, xp, dtype="float32"):
     return params
 
 
+def stack_params(params_list):
+    """S models' params  ->  one stack, every array with the leading model axis (S, ...)."""
+    xp = array_namespace(params_list[0]["b_out"])
+    return {k: xp.stack([p[k] for p in params_list]) for k in params_list[0]}
+
+
+def model_params(params, s):
+    """Model s of a stack: its params as one model's, copies (a checkpoint of its own)."""
+    xp = array_namespace(params["b_out"])
+    return {k: xp.asarray(v[s], copy=True) for k, v in params.items()}
+
+
+def model_shape(params):
+    """The leading model shape `lead` of params: () for one model, (S,) for a stack."""
+    return tuple(params["b_out"].shape[:-1])
+
+
 def initial_state(cfg, batch_size, xp, dtype):
-    """h = c = 0, r = 0 and the model's initial memory             [docs/model.md#initial-state]."""
+    """h = c = 0, r = 0 and the model's initial memory             [docs/model.md#initial-state].
+    batch_size is the number of episodes E (all models of a stack together)."""
     H, RW = cfg.hidden, cfg.memory.read_size(cfg)
     return State(h=xp.zeros((batch_size, H), dtype=dtype), c=xp.zeros((batch_size, H), dtype=dtype),
                  r=xp.zeros((batch_size, RW), dtype=dtype),
@@ -126,87 +158,114 @@ def zero_dstate(state, cfg):
 def _split_W_lstm(params, cfg):
     """W_lstm = [W_in; W_rec]: rows for (x, onehot(y[t-1])) and rows for (r[t-1], h[t-1])."""
     n_in = cfg.input_size + cfg.n_classes
-    return params["W_lstm"][:n_in, :], params["W_lstm"][n_in:, :]
+    return params["W_lstm"][..., :n_in, :], params["W_lstm"][..., n_in:, :]
+
+
+class CoreCache(NamedTuple):
+    """What core_step_backward needs from core_step_forward."""
+    rh_prev: Any      # (E, RW + H) [r[t-1]; h[t-1]], also the caller's dW_rec input
+    lstm: Any         # the LSTM cell's cache
+    mem: Any          # the memory step's cache
 
 
 def core_step_forward(z_in, state_prev, params, W_rec, cfg):
-    """The recurrent part of step t. z_in (B, 4H): the gates' input part, bias included.
-    ->  state (after step t), cache."""
+    """The recurrent part of step t. z_in (E, 4H): the gates' input part, bias included.
+    ->  state (after step t), cache (CoreCache)."""
     xp = array_namespace(z_in)
-    rh_prev = xp.concat([state_prev.r, state_prev.h], axis=-1)         # (B, RW + H)
-    h, c, lstm_cache = lstm_cell_forward(z_in + xp.matmul(rh_prev, W_rec), state_prev.c)
-    heads = xp.matmul(h, params["W_head"]) + params["b_head"]
+    rh_prev = xp.concat([state_prev.r, state_prev.h], axis=-1)         # (E, RW + H)
+    h, c, lstm_cache = lstm_cell_forward(z_in + per_model_matmul(rh_prev, W_rec), state_prev.c)
+    heads = per_model_matmul(h, params["W_head"], params["b_head"])
     r, mem, mem_cache = cfg.memory.memory_step_forward(heads, state_prev.mem, cfg)
-    return State(h=h, c=c, r=r, mem=mem), (rh_prev, lstm_cache, mem_cache)
+    return State(h=h, c=c, r=r, mem=mem), CoreCache(rh_prev, lstm_cache, mem_cache)
 
 
 def core_step_backward(dstate, cache, W_head_T, W_rec_T, cfg):
     """Backward of the recurrent part of step t (docs/derivations.md#the-reverse-loop).
 
     Inputs:
-        dstate  State of everything reaching the state after step t: h, c (B, H), r (B, RW),
+        dstate  State of everything reaching the state after step t: h, c (E, H), r (E, RW),
                 mem (the memory's gradient type)
-        cache   from core_step_forward
+        cache   CoreCache from core_step_forward
         W_head_T, W_rec_T  the transposed weights (ops.transposed, made once per episode)
     Returns:
-        dz (B, 4H), dheads (B, head_size), dstate_prev (State, same shapes, for step t-1)
+        dz (E, 4H), dheads (E, head_size), dstate_prev (State, same shapes, for step t-1)
     Weight gradients are left to the caller: dW_rec += rh_prev^T dz,  dW_head += h^T dheads.
     """
-    xp = array_namespace(dstate.h)
-    _, lstm_cache, mem_cache = cache   # rh_prev serves the caller's dW_rec
-    dheads, dmem_prev = cfg.memory.memory_step_backward(dstate.r, dstate.mem, mem_cache)
-    dh = dstate.h + xp.matmul(dheads, W_head_T)
-    dz, dc_prev = lstm_cell_backward(dh, dstate.c, lstm_cache)
-    drh_prev = xp.matmul(dz, W_rec_T)                                  # (B, RW + H)
+    dheads, dmem_prev = cfg.memory.memory_step_backward(dstate.r, dstate.mem, cache.mem)
+    dh = dstate.h + per_model_matmul(dheads, W_head_T)
+    dz, dc_prev = lstm_cell_backward(dh, dstate.c, cache.lstm)
+    drh_prev = per_model_matmul(dz, W_rec_T)                           # (E, RW + H)
     RW = dstate.r.shape[-1]
     dstate_prev = State(h=drh_prev[:, RW:], c=dc_prev, r=drh_prev[:, :RW], mem=dmem_prev)
     return dz, dheads, dstate_prev
 
 
+class EpisodeCache(NamedTuple):
+    """What episode_backward needs from episode_forward."""
+    u: Any             # (*lead, T B, D + C) [x[t]; onehot(y[t-1])], model-major
+    hr: Any            # (*lead, T B, H + RW) [h[t]; r[t]], model-major
+    step_caches: Any   # T CoreCaches
+    state: Any         # the State after the last step
+    params: Any
+    cfg: Any
+
+
 def episode_forward(params, x, y, cfg):
-    """x (B, T, D) float, y (B, T) int labels  ->  logits (B, T, C), cache.
+    """x (*lead, B, T, D) float, y (*lead, B, T) int labels  ->  logits (*lead, B, T, C), cache.
 
     Step t sees x[t] and onehot(y[t-1]) (zeros at the first step)               [FLMN §3].
-    The loop index is the paper's step t minus 1.
+    The loop index is the paper's step t minus 1. lead = model_shape(params).
     """
     xp = array_namespace(x)
-    B, T, _ = x.shape
+    lead = model_shape(params)
+    B, T = x.shape[-3], x.shape[-2]
     W_in, W_rec = _split_W_lstm(params, cfg)
     u = xp.concat([x, previous_label_onehot(y, cfg.n_classes, x.dtype)], axis=-1)
-    u = xp.permute_dims(u, (1, 0, 2))                                  # (T, B, D + C), time-major
-    z_in = flat_matmul(u, W_in) + params["b_lstm"]                     # (T, B, 4H): all T at once
+    u = model_major(xp.reshape(_time_first(u, len(lead)), (T, -1, u.shape[-1])), lead)
+    z_in = xp.matmul(u, W_in) + params["b_lstm"][..., None, :]        # (*lead, T B, 4H): all T
 
-    state = initial_state(cfg, B, xp, x.dtype)
+    state = initial_state(cfg, math.prod(lead) * B, xp, x.dtype)
     step_caches, hs, rs = [], [], []
-    for z_in_t in xp.unstack(z_in):
+    for z_in_t in xp.unstack(time_major(z_in, T)):                     # T x (E, 4H)
         state, step_cache = core_step_forward(z_in_t, state, params, W_rec, cfg)
         step_caches.append(step_cache)
         hs.append(state.h)
         rs.append(state.r)
-    hr = xp.concat([xp.stack(hs), xp.stack(rs)], axis=-1)              # (T, B, H + RW)
-    logits = flat_matmul(hr, params["W_out"]) + params["b_out"]       # (T, B, C)
-    return xp.permute_dims(logits, (1, 0, 2)), (u, hr, step_caches, state, params, cfg)
+    hr = model_major(xp.concat([xp.stack(hs), xp.stack(rs)], axis=-1), lead)  # (*lead, T B, H + RW)
+    logits = xp.matmul(hr, params["W_out"]) + params["b_out"][..., None, :]   # (*lead, T B, C)
+    logits = _batch_first(xp.reshape(logits, (*lead, T, B, cfg.n_classes)), len(lead))
+    return logits, EpisodeCache(u, hr, step_caches, state, params, cfg)
+
+
+def _time_first(a, L):
+    """(*lead, B, T, n) -> (T, *lead, B, n), L = len(lead)."""
+    xp = array_namespace(a)
+    return xp.permute_dims(a, (L + 1, *range(L + 1), L + 2))
+
+
+def _batch_first(a, L):
+    """(*lead, T, B, n) -> (*lead, B, T, n), L = len(lead)."""
+    xp = array_namespace(a)
+    return xp.permute_dims(a, (*range(L), L + 1, L, L + 2))
 
 
 def episode_backward(dlogits, cache):
-    """BPTT over the episode (docs/derivations.md#bptt).
+    """BPTT over the episode (docs/derivations.md#bptt), each model of a stack on its own.
 
-    Inputs:  dlogits (B, T, C), cache from episode_forward
+    Inputs:  dlogits (*lead, B, T, C), cache from episode_forward
     Returns: grads, a dict with exactly the params' keys and shapes
     """
     u, hr, step_caches, state_T, params, cfg = cache
     xp = array_namespace(dlogits)
-    T, B, _ = hr.shape
-    H = cfg.hidden
+    lead, T, H = model_shape(params), len(step_caches), cfg.hidden
+    L = len(lead)
     _, W_rec = _split_W_lstm(params, cfg)
 
-    def flat(a):  # (T, B, n) -> (T B, n), for the weight-gradient products
-        return xp.reshape(a, (T * B, a.shape[-1]))
-
-    dlogits = xp.permute_dims(dlogits, (1, 0, 2))                      # (T, B, C)
-    grads = {"W_out": xp.matmul(flat(hr).mT, flat(dlogits)), "b_out": xp.sum(flat(dlogits), axis=0)}
-    dh_out = xp.unstack(flat_matmul(dlogits, params["W_out"][:H, :].mT))  # T x (B, H)
-    dr_out = xp.unstack(flat_matmul(dlogits, params["W_out"][H:, :].mT))  # T x (B, RW)
+    dlogits = xp.permute_dims(dlogits, (*range(L), L + 1, L, L + 2))   # (*lead, T, B, C)
+    dlogits = xp.reshape(dlogits, (*lead, -1, cfg.n_classes))          # (*lead, T B, C)
+    grads = {"W_out": xp.matmul(hr.mT, dlogits), "b_out": xp.sum(dlogits, axis=-2)}
+    dh_out = xp.unstack(time_major(xp.matmul(dlogits, params["W_out"][..., :H, :].mT), T))
+    dr_out = xp.unstack(time_major(xp.matmul(dlogits, params["W_out"][..., H:, :].mT), T))
     W_head_T, W_rec_T = transposed(params["W_head"]), transposed(W_rec)
 
     dstate = zero_dstate(state_T, cfg)
@@ -216,17 +275,19 @@ def episode_backward(dlogits, cache):
         dzs[t], dheads_all[t], dstate = core_step_backward(dstate, step_caches[t], W_head_T,
                                                            W_rec_T, cfg)
 
-    dz, dheads = xp.stack(dzs), xp.stack(dheads_all)                    # (T, B, 4H), (T, B, n_head)
-    rh_prev = xp.stack([c[0] for c in step_caches])                     # (T, B, RW + H)
-    grads["W_lstm"] = xp.matmul(flat(xp.concat([u, rh_prev], axis=-1)).mT, flat(dz))
-    grads["b_lstm"] = xp.sum(flat(dz), axis=0)
-    grads["W_head"] = xp.matmul(flat(hr[:, :, :H]).mT, flat(dheads))
-    grads["b_head"] = xp.sum(flat(dheads), axis=0)
+    dz = model_major(xp.stack(dzs), lead)                               # (*lead, T B, 4H)
+    dheads = model_major(xp.stack(dheads_all), lead)                    # (*lead, T B, n_head)
+    rh_prev = model_major(xp.stack([c.rh_prev for c in step_caches]), lead)
+    grads["W_lstm"] = xp.matmul(xp.concat([u, rh_prev], axis=-1).mT, dz)
+    grads["b_lstm"] = xp.sum(dz, axis=-2)
+    grads["W_head"] = xp.matmul(hr[..., :H].mT, dheads)
+    grads["b_head"] = xp.sum(dheads, axis=-2)
     return {name: grads[name] for name in params}
 
 
 def loss_and_grads(params, x, y, cfg):
-    """Mean softmax cross-entropy over B and T, the logits (B, T, C) and the gradients."""
+    """Mean softmax cross-entropy over B and T, one per model (lead), the logits
+    (*lead, B, T, C) and the gradients of each model's own loss."""
     logits, cache = episode_forward(params, x, y, cfg)
     loss, ce_cache = cross_entropy_forward(logits, y)
     grads = episode_backward(cross_entropy_backward(1.0, ce_cache), cache)
@@ -244,8 +305,15 @@ def forward(params, x, y, cfg):
 # One whole step at a time, every product inside the step: the plain form of the model, used to
 # test that the hoisted episode code above computes the same thing (tests/test_models.py).
 
+class StepCache(NamedTuple):
+    """What step_backward needs from step_forward."""
+    u_t: Any      # (B, D + C) [x[t]; onehot(y[t-1])]
+    hr_t: Any     # (B, H + RW) [h[t]; r[t]]
+    core: Any     # CoreCache
+
+
 def step_forward(params, x_t, y_prev_t, state_prev, cfg):
-    """x_t (B, D), y_prev_t (B, C) one-hot  ->  logits_t (B, C), state, cache."""
+    """x_t (B, D), y_prev_t (B, C) one-hot  ->  logits_t (B, C), state, cache (one model)."""
     xp = array_namespace(x_t)
     W_in, W_rec = _split_W_lstm(params, cfg)
     u_t = xp.concat([x_t, y_prev_t], axis=-1)
@@ -253,7 +321,7 @@ def step_forward(params, x_t, y_prev_t, state_prev, cfg):
                                           params, W_rec, cfg)
     hr_t = xp.concat([state.h, state.r], axis=-1)
     logits_t = xp.matmul(hr_t, params["W_out"]) + params["b_out"]
-    return logits_t, state, (u_t, hr_t, core_cache)
+    return logits_t, state, StepCache(u_t, hr_t, core_cache)
 
 
 def step_backward(dlogits_t, dstate, cache, params, grads, cfg):
@@ -272,7 +340,7 @@ def step_backward(dlogits_t, dstate, cache, params, grads, cfg):
     dstate = dstate._replace(h=dstate.h + dhr[:, :H], r=dstate.r + dhr[:, H:])
     dz, dheads, dstate_prev = core_step_backward(dstate, core_cache, params["W_head"].mT,
                                                  W_rec.mT, cfg)
-    grads["W_lstm"] += xp.matmul(xp.concat([u_t, core_cache[0]], axis=-1).mT, dz)
+    grads["W_lstm"] += xp.matmul(xp.concat([u_t, core_cache.rh_prev], axis=-1).mT, dz)
     grads["b_lstm"] += xp.sum(dz, axis=0)
     grads["W_head"] += xp.matmul(hr_t[:, :H].mT, dheads)
     grads["b_head"] += xp.sum(dheads, axis=0)

@@ -3,6 +3,8 @@
 Every op is a pure pair `name_forward(...) -> out, cache` / `name_backward(dout, cache) -> d_in`.
 Derivations: docs/derivations.md#softmax and #cross-entropy.
 """
+import math
+
 from . import kernels
 from .backend import array_namespace
 
@@ -50,21 +52,47 @@ def transpose_matmul(w, v):
 
 
 def transposed(W):
-    """W^T (m, n) of a weight W (n, m), as an array of its own laid out row by row (reshaping the
-    transposed view to 1-D copies it in that order). Made once per episode for the backward
-    loop: a thin a (B, m) times it is one plain GEMM, about 2x faster on NumPy than a @ W.mT or
-    (W a^T)^T (measured in docs/performance.md)."""
+    """W^T (..., m, n) of a weight W (..., n, m), as an array of its own laid out row by row
+    (reshaping the transposed view to 1-D copies it in that order). Made once per episode for
+    the backward loop: a thin a (B, m) times it is one plain GEMM, about 2x faster on NumPy
+    than a @ W.mT or (W a^T)^T (measured in docs/performance.md)."""
     xp = array_namespace(W)
-    n, m = W.shape
-    return xp.reshape(xp.reshape(W.mT, (-1,)), (m, n))
+    *lead, n, m = W.shape
+    return xp.reshape(xp.reshape(W.mT, (-1,)), (*lead, m, n))
 
 
-def flat_matmul(a, W):
-    """(T, B, n) @ (n, m) as one 2-D product (T B, n) @ (n, m): NumPy runs a 3-D @ 2-D matmul
-    as T separate small products, about 3x slower."""
+def per_model_matmul(a, W, b=None):
+    """a (E, n) @ W (*lead, n, m) [+ b (*lead, m)]  ->  (E, m): the E = prod(lead) B episodes,
+    model-major, each times its own model's weight (and plus its bias), as one batched product
+    (*lead, B, n) @ (*lead, n, m). For one model (lead = ()) this is the plain a @ W [+ b]."""
     xp = array_namespace(a, W)
-    T, B, n = a.shape
-    return xp.reshape(xp.matmul(xp.reshape(a, (T * B, n)), W), (T, B, W.shape[-1]))
+    *lead, n, m = W.shape
+    out = xp.matmul(xp.reshape(a, (*lead, -1, n)), W)
+    if b is not None:
+        out = out + b[..., None, :]
+    return xp.reshape(out, (-1, m))
+
+
+def model_major(a, lead):
+    """(T, E, n), time-major with E = prod(lead) B episodes  ->  (*lead, T B, n): each model's
+    T B rows together, for one 2-D product per model with its weights ((T, B, n) @ (n, m) would
+    be T separate small products on NumPy, about 3x slower). A copy unless lead = ()."""
+    xp = array_namespace(a)
+    T, E, n = a.shape
+    L = len(lead)
+    a = xp.reshape(a, (T, *lead, E // math.prod(lead), n))
+    a = xp.permute_dims(a, (*range(1, L + 1), 0, L + 1, L + 2))       # (*lead, T, B, n)
+    return xp.reshape(a, (*lead, -1, n))
+
+
+def time_major(a, T):
+    """(*lead, T B, n)  ->  (T, E, n) with E = prod(lead) B: the inverse of model_major."""
+    xp = array_namespace(a)
+    *lead, TB, n = a.shape
+    L = len(lead)
+    a = xp.reshape(a, (*lead, T, TB // T, n))
+    a = xp.permute_dims(a, (L, *range(L), L + 1, L + 2))               # (T, *lead, B, n)
+    return xp.reshape(a, (T, -1, n))
 
 
 def one_hot(y, n_classes, dtype):
@@ -74,11 +102,12 @@ def one_hot(y, n_classes, dtype):
 
 
 def previous_label_onehot(y, n_classes, dtype):
-    """y (B, T) -> (B, T, C): step t sees onehot(y[t-1]), zeros at the first step   [FLMN §3]."""
+    """y (..., B, T) -> (..., B, T, C): step t sees onehot(y[t-1]), zeros at the first step
+    [FLMN §3]."""
     xp = array_namespace(y)
-    y_onehot = one_hot(y, n_classes, dtype)                              # (B, T, C)
-    zeros = xp.zeros_like(y_onehot[:, :1, :])
-    return xp.concat([zeros, y_onehot[:, :-1, :]], axis=1)
+    y_onehot = one_hot(y, n_classes, dtype)                              # (..., B, T, C)
+    zeros = xp.zeros_like(y_onehot[..., :1, :])
+    return xp.concat([zeros, y_onehot[..., :-1, :]], axis=-2)
 
 
 def softmax_forward(z):
@@ -110,24 +139,25 @@ def softmax_backward(dp, cache):
 
 
 def cross_entropy_forward(logits, y):
-    """L = -mean_{b,t} log softmax(logits[b,t])[y[b,t]]     logits (B, T, C), y (B, T) int.
+    """L = -mean_{b,t} log softmax(logits[b,t])[y[b,t]]   logits (..., B, T, C), y (..., B, T) int.
 
-    Returns the 0-d loss and cache (p, y_onehot)."""
+    Returns the loss, one per model (0-d for one model, (S,) for a stack), and cache
+    (p, y_onehot)."""
     xp = array_namespace(logits)
     z = logits - xp.max(logits, axis=-1, keepdims=True)
     log_p = z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
     y_onehot = one_hot(y, logits.shape[-1], logits.dtype)
-    n = logits.shape[0] * logits.shape[1]
-    loss = -xp.sum(y_onehot * log_p) / n
+    n = logits.shape[-3] * logits.shape[-2]
+    loss = -xp.sum(y_onehot * log_p, axis=(-3, -2, -1)) / n
     return loss, (xp.exp(log_p), y_onehot)
 
 
 def cross_entropy_backward(dloss, cache):
-    """dlogits = dloss * (p - onehot(y)) / (B T).
+    """dlogits = dloss * (p - onehot(y)) / (B T), per model.
 
     Inputs:  dloss, a number (1 for the loss itself); cache (p, onehot(y)) from cross_entropy_forward
-    Returns: dlogits (B, T, C)
+    Returns: dlogits (..., B, T, C)
     """
     p, y_onehot = cache
-    n = p.shape[0] * p.shape[1]
+    n = p.shape[-3] * p.shape[-2]
     return (p - y_onehot) * (dloss / n)

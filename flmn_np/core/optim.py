@@ -2,27 +2,50 @@
 
 Each optimizer keeps one state array per parameter under the parameter's key, updates
 the params in place, and exposes its state as a flat dict for checkpoints.
+
+A stack of models (models.py): params carry the leading model shape `lead` ((S,) for S models,
+() for one), and norms, clipping, learning rates and optimizer states are per model. Model s's
+state is an ordinary one-model state (model_state_dict); S of them make a stack's
+(stack_state_dicts).
 """
 import math
 
 from .backend import array_namespace
 
 
-def global_norm(grads):
-    """sqrt(sum over all gradient elements of g^2), a 0-d array (no host sync)."""
+def global_norm(grads, lead=()):
+    """sqrt(sum over all gradient elements of g^2) per model: shape lead (0-d for one model),
+    an array (no host sync)."""
     xp = array_namespace(next(iter(grads.values())))
-    return xp.sqrt(sum(xp.sum(g * g) for g in grads.values()))
+    L = len(lead)
+    return xp.sqrt(sum(xp.sum(g * g, axis=tuple(range(L, g.ndim))) for g in grads.values()))
 
 
-def clip_by_global_norm(grads, max_norm):
-    """g <- g * min(1, max_norm / |g|) for all g together; max_norm None or 0: no clipping.
-    ->  (grads, global norm before clipping as a 0-d array)."""
-    norm = global_norm(grads)
+def clip_by_global_norm(grads, max_norm, lead=()):
+    """g <- g * min(1, max_norm / |g|) for all g of a model together; max_norm None or 0: no
+    clipping.  ->  (grads, each model's global norm before clipping, shape lead)."""
+    norm = global_norm(grads, lead)
     if not max_norm:
         return grads, norm
     xp = array_namespace(norm)
-    scale = xp.minimum(max_norm / (norm + 1e-6), 1.0)
-    return {k: g * scale for k, g in grads.items()}, norm
+    scale = xp.minimum(max_norm / (norm + 1e-6), 1.0)                 # (*lead)
+    return {k: g * xp.reshape(scale, (*lead, *(1,) * (g.ndim - len(lead))))
+            for k, g in grads.items()}, norm
+
+
+def model_state_dict(state, s):
+    """Model s's part of a stack's optimizer state: an ordinary one-model state dict."""
+    return {k: v if k == "t" else v[s] for k, v in state.items()}
+
+
+def stack_state_dicts(states):
+    """S one-model optimizer states  ->  the stack's state (arrays stacked on a model axis).
+    A stack steps all its models together, so their Adam step counts t must agree."""
+    if "t" in states[0] and len({int(st["t"]) for st in states}) != 1:
+        raise ValueError("models of a stack must have taken the same number of steps, got t = "
+                         + ", ".join(str(int(st["t"])) for st in states))
+    xp = array_namespace(next(v for k, v in states[0].items() if k != "t"))
+    return {k: v if k == "t" else xp.stack([st[k] for st in states]) for k, v in states[0].items()}
 
 
 class Adam:
@@ -35,36 +58,46 @@ class Adam:
     is a dozen array operations on the whole buffer plus three per parameter (its slice of the
     update, reshaped and subtracted), instead of a dozen per parameter. The params stay separate
     arrays, updated in place. state_dict exposes m and v per key, as views of the buffers.
+    For a stack (lead = (S,)) the buffers are (S, n), and lr may be S numbers, one per model.
     """
 
-    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
-        xp = array_namespace(next(iter(params.values())))
+    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, lead=()):
+        first = next(iter(params.values()))
+        xp = array_namespace(first)
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
-        self.t = 0
-        self.shapes = {k: tuple(p.shape) for k, p in params.items()}
+        self.lead, self.t = tuple(lead), 0
+        L = len(self.lead)
+        self.shapes = {k: tuple(p.shape[L:]) for k, p in params.items()}
         self.offsets, n = {}, 0
         for k, shape in self.shapes.items():
             size = math.prod(shape)
             self.offsets[k] = (n, n + size)
             n += size
-        dtype = next(iter(params.values())).dtype
-        self.m = xp.zeros((n,), dtype=dtype)
-        self.v = xp.zeros((n,), dtype=dtype)
+        self.m = xp.zeros((*self.lead, n), dtype=first.dtype)
+        self.v = xp.zeros((*self.lead, n), dtype=first.dtype)
+        # one lr per model: (*lead, 1) in float64, moved once; lr_t is rounded to the params'
+        # dtype after its float64 product, as a Python number is when one model steps alone
+        self._lr = (xp.reshape(xp.asarray(lr, dtype=xp.float64), (*self.lead, 1))
+                    if isinstance(lr, (list, tuple)) else lr)
 
     def _flat(self, arrays):
-        """Concatenate per-key arrays, in the params' key order, into one flat array."""
+        """Concatenate per-key arrays, in the params' key order, into one flat (*lead, n)."""
         xp = array_namespace(next(iter(arrays.values())))
-        return xp.concat([xp.reshape(arrays[k], (-1,)) for k in self.shapes])
+        return xp.concat([xp.reshape(arrays[k], (*self.lead, -1)) for k in self.shapes], axis=-1)
 
     def _per_key(self, flat):
         """{key: view of the key's slice of `flat`, in the parameter's shape}."""
         xp = array_namespace(flat)
-        return {k: xp.reshape(flat[a:b], self.shapes[k]) for k, (a, b) in self.offsets.items()}
+        return {k: xp.reshape(flat[..., a:b], (*self.lead, *self.shapes[k]))
+                for k, (a, b) in self.offsets.items()}
 
     def step(self, params, grads):
         xp = array_namespace(self.m)
         self.t += 1
-        lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
+        correction = math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
+        lr_t = self._lr * correction
+        if not isinstance(lr_t, float):
+            lr_t = xp.astype(lr_t, self.m.dtype)
         g = self._flat(grads)
         self.m += (1.0 - self.beta1) * (g - self.m)     # in place: b1 m + (1 - b1) g
         self.v += (1.0 - self.beta2) * (g * g - self.v)
@@ -88,7 +121,11 @@ class RMSProp:
         ms = decay ms + (1 - decay) g^2;   mom = momentum mom + lr g / sqrt(ms + eps);   p -= mom
     """
 
-    def __init__(self, params, lr=1e-4, decay=0.95, momentum=0.9, eps=1e-10):
+    def __init__(self, params, lr=1e-4, decay=0.95, momentum=0.9, eps=1e-10, lead=()):
+        """lead: the params' model shape; every update is elementwise, so a stack needs nothing
+        more (one lr for all its models)."""
+        if isinstance(lr, (list, tuple)):
+            raise ValueError("RMSProp takes one learning rate for all models of a stack")
         xp = array_namespace(next(iter(params.values())))
         self.lr, self.decay, self.momentum, self.eps = lr, decay, momentum, eps
         self.ms = {k: xp.zeros_like(p) for k, p in params.items()}
@@ -113,9 +150,9 @@ class RMSProp:
 OPTIMIZERS = {"adam": (Adam, 1e-3), "rmsprop": (RMSProp, 1e-4)}
 
 
-def make_optimizer(name, params, lr=None):
-    """'adam' (default lr 1e-3) or 'rmsprop' (default lr 1e-4)."""
+def make_optimizer(name, params, lr=None, lead=()):
+    """'adam' (default lr 1e-3) or 'rmsprop' (default lr 1e-4); lead: the params' model shape."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
     cls, default_lr = OPTIMIZERS[name]
-    return cls(params, lr=default_lr if lr is None else lr)
+    return cls(params, lr=default_lr if lr is None else lr, lead=lead)
