@@ -5,8 +5,15 @@ elementwise ops forward and ~15 backward, the memory step ~30 forward and ~40 ba
 launch. Here each run of elementwise work between two products or reductions is one elementwise
 kernel, with the same names and formulas as the `xp` code it replaces (lstm.py, ops.py,
 memory.py, addressing.py) and the same cache layout, so forward and backward can be mixed. The
-products and reductions around them (matmul, vecdot, sum, argmin) stay `xp` calls. They are
-used automatically for CuPy arrays; set FLMN_FUSED=0 to run the plain `xp` code instead.
+products and reductions around them (matmul, vecdot, sum, argmin) stay `xp` calls.
+
+Three levels, chosen for CuPy arrays by the environment variable FLMN_FUSED (`level`), so that
+one GPU run can compare them (`python -m flmn_np.gpucheck`):
+
+    FLMN_FUSED unset or 'step'   each memory step one kernel (step_kernels.py), the time loop
+                                 in 8 launches per step (fused_episode.py), Adam one launch
+    FLMN_FUSED=elementwise       the elementwise kernels below, each between two xp products
+    FLMN_FUSED=0                 the plain xp code, as on NumPy
 
 A kernel is a `KernelSpec` (CuPy's `ElementwiseKernel` arguments: parameters and a C++ body run
 once per element `i`). The wrappers below slice and allocate with `xp` and hand the spec with its
@@ -17,6 +24,7 @@ each body with NVRTC for sm_80 and sm_90 the way CuPy would.
 
 CuPy names its loop index `i` and rejects a parameter of that name, so the input gate is `i_`
 here (as in Chainer's LSTM kernel); every other name matches lstm.py and docs/derivations.md.
+The sigmoid is declared once, in PREAMBLE, and every kernel (these and step_kernels.py) calls it.
 """
 import functools
 import os
@@ -33,16 +41,22 @@ class KernelSpec(NamedTuple):
     body: str
 
 
-# docs/derivations.md#lstm-cell.  sigma(z) = 0.5 tanh(z/2) + 0.5, as ops.sigmoid.
+# Declared before every kernel body (ElementwiseKernel's preamble; step_kernels.SOURCE's head).
+PREAMBLE = """
+// sigma(z) = 1 / (1 + exp(-z)), written as 0.5 tanh(z/2) + 0.5 so it never overflows (ops.sigmoid)
+template <typename F> __device__ F sigma(F z) { return (F)0.5 * tanh((F)0.5 * z) + (F)0.5; }
+"""
+
+# docs/derivations.md#lstm-cell.
 LSTM_FORWARD = KernelSpec(
     "flmn_lstm_cell_forward",
     "T z_i, T z_f, T z_o, T z_g, T c_prev",
     "T i_, T f, T o, T g, T c, T tanh_c, T h",
     """
-    i_ = (T)0.5 * tanh((T)0.5 * z_i) + (T)0.5;   // i = sigma(z_i)
-    f = (T)0.5 * tanh((T)0.5 * z_f) + (T)0.5;    // f = sigma(z_f)
-    o = (T)0.5 * tanh((T)0.5 * z_o) + (T)0.5;    // o = sigma(z_o)
-    g = tanh(z_g);                               // g = tanh(z_g)
+    i_ = sigma(z_i);
+    f = sigma(z_f);
+    o = sigma(z_o);
+    g = tanh(z_g);
     c = f * c_prev + i_ * g;                     // c[t] = f * c[t-1] + i * g
     tanh_c = tanh(c);
     h = o * tanh_c;                              // h[t] = o * tanh(c[t])
@@ -81,7 +95,7 @@ INTERFACE_FORWARD = KernelSpec(
     "flmn_interface_forward",
     "T heads, T gate",
     "T act",
-    "act = gate != (T)0 ? (T)0.5 * tanh((T)0.5 * heads) + (T)0.5 : tanh(heads);")
+    "act = gate != (T)0 ? sigma(heads) : tanh(heads);")
 
 # ops.interface_backward, one kernel per column kind: tanh' = 1 - y^2, sigma' = y (1 - y).
 TANH_BACKWARD = KernelSpec(
@@ -144,14 +158,51 @@ COSINE_CORRECTION = KernelSpec(
     "T dx",
     "dx = A - sum_E / (sq_norm + tiny) * x;")
 
+# core/optim.Adam over its flat buffers, in place: m, v and the params (optim.py has the formulas).
+# one_minus_b1 = 1 - b1 and one_minus_b2 = 1 - b2 come from the host, as the xp code's Python
+# numbers do; lr_t broadcasts (a number, or one per row of stacked buffers).
+ADAM = KernelSpec(
+    "flmn_adam",
+    "T g, T lr_t, T one_minus_b1, T one_minus_b2, T eps",
+    "T p, T m, T v",
+    """
+    m += one_minus_b1 * (g - m);                 // m = b1 m + (1 - b1) g
+    v += one_minus_b2 * (g * g - v);             // v = b2 v + (1 - b2) g^2
+    p -= lr_t * m / (sqrt(v) + eps);
+    """)
+
 SPECS = (LSTM_FORWARD, LSTM_BACKWARD, WRITE, WRITE_ADD, INTERFACE_FORWARD, TANH_BACKWARD,
          SIGMOID_BACKWARD, WRITE_WEIGHTS, USAGE, ADDRESS_FORWARD, ADDRESS_BACKWARD,
          COSINE_CORRECTION)
 
+# FLMN_FUSED -> level; unset is 'step'.
+LEVELS = {"0": "xp", "elementwise": "elementwise", "step": "step"}
+
+
+def env_level():
+    """The level FLMN_FUSED asks for: 'xp', 'elementwise' or 'step' (the default). Raises
+    ValueError, in one line, for any other value."""
+    value = os.environ.get("FLMN_FUSED", "step")
+    if value not in LEVELS:
+        raise ValueError(f"FLMN_FUSED={value!r} is not one of {', '.join(map(repr, LEVELS))} "
+                         f"(unset: 'step')")
+    return LEVELS[value]
+
+
+def level(x):
+    """The level of array x: 'xp' for anything but CuPy, else env_level()."""
+    return env_level() if type(x).__module__.startswith("cupy") else "xp"
+
 
 def fused(x):
-    """Whether to take the fused path for array x: CuPy, and not switched off."""
-    return type(x).__module__.startswith("cupy") and os.environ.get("FLMN_FUSED", "1") != "0"
+    """Whether x takes a fused path (either level): the elementwise kernels, and in the 'step'
+    level the LSTM cell's kernels outside the episode loop (models.step_forward)."""
+    return level(x) != "xp"
+
+
+def fused_step(x):
+    """Whether x takes the 'step' level: one kernel per memory step, the fused episode."""
+    return level(x) == "step"
 
 
 @functools.cache
@@ -159,7 +210,8 @@ def cupy_kernel(spec):
     """The `cupy.ElementwiseKernel` of a spec (built once; compiled by CuPy at its first call,
     per dtype and number of dimensions)."""
     import cupy
-    return cupy.ElementwiseKernel(spec.in_params, spec.out_params, spec.body, spec.name)
+    return cupy.ElementwiseKernel(spec.in_params, spec.out_params, spec.body, spec.name,
+                                  preamble=PREAMBLE)
 
 
 def launch_cupy(spec, inputs, outputs):
@@ -284,6 +336,13 @@ def address_backward(dw, cache, launch=launch_cupy):
     launch(COSINE_CORRECTION, (xp.matmul(dK_scaled.mT, k), xp.sum(E, axis=1, keepdims=True).mT,
                                MM.mT, M, tiny), (dM,))
     return dk, dM
+
+
+def adam_update(p, m, v, g, lr_t, beta1, beta2, eps, launch=launch_cupy):
+    """optim.Adam's update of flat buffers p, m, v (..., n) by the gradient g, in place, in one
+    kernel. lr_t: a number, or an array that broadcasts against them ((S, 1) for S stacked
+    models)."""
+    launch(ADAM, (g, lr_t, 1.0 - beta1, 1.0 - beta2, eps), (p, m, v))
 
 
 def build_all(xp, launch=launch_cupy):
