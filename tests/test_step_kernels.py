@@ -193,3 +193,68 @@ def test_a_turned_tie_break_picks_another_slot(R):
     _, mem, _ = step_kernels.STEP_FORWARD[cfg.model](case["heads"], case["b_head"], case["mem"],
                                                     cfg, launch=turned)
     assert not np.array_equal(mem.w_lu, mem_x.w_lu)
+
+
+# --------------------------------------------------------------- the 'step' level, whole
+
+def step_level_on_cpu(monkeypatch):
+    """Patch the CuPy path at the 'step' level onto NumPy arrays, every kernel run by g++ from
+    its source; returns the set of kernel names launched, filled as they run."""
+    from flmn_np.core import kernels
+    from kernel_harness import launch_cpp
+    launched = set()
+
+    def cpp_kernel(spec):
+        n_in = len(spec.in_params.split(","))
+
+        def run(*arrays):
+            launched.add(spec.name)
+            launch_cpp(spec, arrays[:n_in], arrays[n_in:])
+        return run
+
+    def raw_function(spec, dtype):
+        def run(n_threads, args):
+            launched.add(spec.name)
+            launch_raw_cpp(spec, n_threads, args)
+        return run
+
+    monkeypatch.setattr(kernels, "level", lambda x: "step")
+    monkeypatch.setattr(kernels, "cupy_kernel", cpp_kernel)
+    monkeypatch.setattr(step_kernels, "cupy_function", raw_function)
+    return launched
+
+
+@pytest.mark.parametrize("model,R,placement", [("flmn", 1, "product"), ("flmn", 1, "inside"),
+                                               ("mann", 1, "product"), ("mann", 4, "inside")])
+def test_training_steps_at_the_step_level_on_cpu_equal_xp(model, R, placement):
+    """Two training steps (episode forward, BPTT, Adam) at the 'step' level with every kernel
+    run on the CPU from its source: the xp code's loss, logits, gradients and params (float64).
+    Set up outside the fixture's patches, so the reference is the plain xp code."""
+    from flmn_np.core.models import loss_and_grads
+    from flmn_np.core.optim import Adam
+    from flmn_np.gradcheck import TINY, tiny_episode
+    cfg = ModelConfig(model=model, reads=R, slots=6, cosine_eps=placement, **TINY)
+    p, x, y = tiny_episode(cfg, seed=2)
+
+    def train():
+        params = {k: v.copy() for k, v in p.items()}
+        opt, out = Adam(params, lr=1e-2), []
+        for _ in range(2):
+            loss, logits, grads = loss_and_grads(params, x, y, cfg)
+            opt.step(params, grads)
+            out.append((loss, logits, grads))
+        return out, params
+
+    want, params_x = train()
+    with pytest.MonkeyPatch.context() as mp:
+        launched = step_level_on_cpu(mp)
+        got, params_k = train()
+    assert {f"{model}_step_forward", f"{model}_step_backward", "flmn_lstm_cell_forward_sum",
+            "flmn_lstm_cell_backward_sum", "flmn_adam"} <= launched
+    for (l_g, z_g, g_g), (l_w, z_w, g_w) in zip(got, want):
+        np.testing.assert_allclose(l_g, l_w, rtol=1e-12)
+        np.testing.assert_allclose(z_g, z_w, rtol=1e-10, atol=1e-12)
+        for k in p:
+            np.testing.assert_allclose(g_g[k], g_w[k], rtol=1e-8, atol=1e-12)
+    for k in p:
+        np.testing.assert_allclose(params_k[k], params_x[k], rtol=1e-10, atol=1e-12)

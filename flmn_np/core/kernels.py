@@ -30,6 +30,7 @@ import functools
 import os
 from typing import NamedTuple
 
+import numpy as np
 from array_api_compat import array_namespace
 
 
@@ -75,6 +76,27 @@ LSTM_BACKWARD = KernelSpec(
     dz_g = dc_total * i_ * ((T)1 - g * g);                 // dg * (1-g^2), dg = dc_total * i
     dc_prev = dc_total * f;
     """)
+
+# The two cells of the 'step' level's time loop (fused_episode.py): the same bodies, with the
+# sums around them taken inside. Forward: z = z_in + z_rec (the input part, bias included, and
+# [r; h][t-1] W_rec), and h also written into the next recurrent row (h_rh, a strided view).
+LSTM_FORWARD_SUM = KernelSpec(
+    "flmn_lstm_cell_forward_sum",
+    "T z_in_i, T z_in_f, T z_in_o, T z_in_g, T z_rec_i, T z_rec_f, T z_rec_o, T z_rec_g, T c_prev",
+    "T i_, T f, T o, T g, T c, T tanh_c, T h, T h_rh",
+    """
+    const T z_i = z_in_i + z_rec_i, z_f = z_in_f + z_rec_f;
+    const T z_o = z_in_o + z_rec_o, z_g = z_in_g + z_rec_g;""" + LSTM_FORWARD.body
+    + "h_rh = h;\n")
+
+# Backward: dh = dh_head + dh_next + dh_out (through the interface, from step t+1's controller,
+# from the output layer at t).
+LSTM_BACKWARD_SUM = KernelSpec(
+    "flmn_lstm_cell_backward_sum",
+    "T dh_head, T dh_next, T dh_out, T dc, T i_, T f, T o, T g, T c_prev, T tanh_c",
+    LSTM_BACKWARD.out_params,
+    """
+    const T dh = dh_head + dh_next + dh_out;""" + LSTM_BACKWARD.body)
 
 # [FLMN eq 7-8]: M[t](i) = M[t-1](i) (1 - erase(i)) + w(i) a, broadcast over (B, N, W).
 WRITE = KernelSpec(
@@ -173,7 +195,7 @@ ADAM = KernelSpec(
 
 SPECS = (LSTM_FORWARD, LSTM_BACKWARD, WRITE, WRITE_ADD, INTERFACE_FORWARD, TANH_BACKWARD,
          SIGMOID_BACKWARD, WRITE_WEIGHTS, USAGE, ADDRESS_FORWARD, ADDRESS_BACKWARD,
-         COSINE_CORRECTION)
+         COSINE_CORRECTION, LSTM_FORWARD_SUM, LSTM_BACKWARD_SUM, ADAM)
 
 # FLMN_FUSED -> level; unset is 'step'.
 LEVELS = {"0": "xp", "elementwise": "elementwise", "step": "step"}
@@ -243,6 +265,30 @@ def lstm_cell_backward(dh, dc, cache, launch=launch_cupy):
     dc_prev = xp.empty((B, H), dtype=dh.dtype)
     launch(LSTM_BACKWARD, (dh, dc, *gate_slices(ifo, H), g, c_prev, tanh_c),
            (*gate_slices(dz, H), dc_prev))
+    return dz, dc_prev
+
+
+def lstm_cell_forward_sum(z_in, z_rec, c_prev, h_rh, launch=launch_cupy):
+    """lstm.lstm_cell_forward of z = z_in + z_rec in one kernel, h also written into h_rh
+    (B, H), a view of the next recurrent row; returns the same (h, c, cache)."""
+    xp = array_namespace(z_in)
+    B, H = c_prev.shape
+    ifo = xp.empty((B, 3 * H), dtype=z_in.dtype)
+    g, c, tanh_c, h = (xp.empty((B, H), dtype=z_in.dtype) for _ in range(4))
+    launch(LSTM_FORWARD_SUM, (*gate_slices(z_in, H), *gate_slices(z_rec, H), c_prev),
+           (*gate_slices(ifo, H), g, c, tanh_c, h, h_rh))
+    return h, c, (ifo, g, c_prev, tanh_c)
+
+
+def lstm_cell_backward_sum(dh_head, dh_next, dh_out, dc, cache, dz, launch=launch_cupy):
+    """lstm.lstm_cell_backward of dh = dh_head + dh_next + dh_out in one kernel, dz (B, 4H)
+    written into the buffer given; returns (dz, dc_prev)."""
+    ifo, g, c_prev, tanh_c = cache
+    xp = array_namespace(dh_head)
+    B, H = dh_head.shape
+    dc_prev = xp.empty((B, H), dtype=dh_head.dtype)
+    launch(LSTM_BACKWARD_SUM, (dh_head, dh_next, dh_out, dc, *gate_slices(ifo, H), g, c_prev,
+                               tanh_c), (*gate_slices(dz, H), dc_prev))
     return dz, dc_prev
 
 
@@ -342,7 +388,10 @@ def adam_update(p, m, v, g, lr_t, beta1, beta2, eps, launch=launch_cupy):
     """optim.Adam's update of flat buffers p, m, v (..., n) by the gradient g, in place, in one
     kernel. lr_t: a number, or an array that broadcasts against them ((S, 1) for S stacked
     models)."""
-    launch(ADAM, (g, lr_t, 1.0 - beta1, 1.0 - beta2, eps), (p, m, v))
+    def scalar(value):    # a host number of p's dtype (CuPy types a kernel's T by it)
+        return np.dtype(str(p.dtype).rpartition(".")[2]).type(value)
+    launch(ADAM, (g, lr_t if hasattr(lr_t, "shape") else scalar(lr_t), scalar(1.0 - beta1),
+                  scalar(1.0 - beta2), scalar(eps)), (p, m, v))
 
 
 def build_all(xp, launch=launch_cupy):
@@ -364,3 +413,7 @@ def build_all(xp, launch=launch_cupy):
         usage_forward(w[:, 0, :], 0.95, w[:, 0, :], w[:, 0, :], launch)
         w_r, cache = address_forward(a, M, "product", 1e-8, launch)
         address_backward(w_r, cache, launch)
+        z, c0 = xp.zeros((B, 4 * H), dtype=dtype), xp.zeros((B, H), dtype=dtype)
+        h, c, cache = lstm_cell_forward_sum(z, z, c0, xp.empty((B, H), dtype=dtype), launch)
+        lstm_cell_backward_sum(h, h, h, c, cache, xp.empty((B, 4 * H), dtype=dtype), launch)
+        adam_update(z, xp.zeros_like(z), xp.zeros_like(z), z, 1e-3, 0.9, 0.999, 1e-8, launch)

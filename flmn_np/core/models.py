@@ -16,7 +16,7 @@ from typing import NamedTuple, Any
 
 import numpy as np
 
-from . import flmn, mann
+from . import flmn, fused_episode, kernels, mann, step_kernels
 from .addressing import COSINE_EPS_PLACEMENTS
 from .backend import array_namespace
 from .lstm import lstm_cell_forward, lstm_cell_backward
@@ -167,8 +167,11 @@ def episode_forward(params, x, y, cfg):
     """x (B, T, D) float, y (B, T) int labels  ->  logits (B, T, C), cache.
 
     Step t sees x[t] and onehot(y[t-1]) (zeros at the first step)               [FLMN §3].
-    The loop index is the paper's step t minus 1.
+    The loop index is the paper's step t minus 1. On CuPy's 'step' level (kernels.level):
+    fused_episode.episode_forward, the same numbers in 8 launches per step.
     """
+    if kernels.fused_step(x) and step_kernels.supported(cfg):
+        return fused_episode.episode_forward(params, x, y, cfg)
     xp = array_namespace(x)
     B, T, _ = x.shape
     W_in, W_rec = _split_W_lstm(params, cfg)
@@ -194,6 +197,8 @@ def episode_backward(dlogits, cache):
     Inputs:  dlogits (B, T, C), cache from episode_forward
     Returns: grads, a dict with exactly the params' keys and shapes
     """
+    if isinstance(cache, fused_episode.EpisodeCache):
+        return fused_episode.episode_backward(dlogits, cache)
     u, hr, step_caches, state_T, params, cfg = cache
     xp = array_namespace(dlogits)
     T, B, _ = hr.shape

@@ -5,6 +5,7 @@ the params in place, and exposes its state as a flat dict for checkpoints.
 """
 import math
 
+from . import kernels
 from .backend import array_namespace
 
 
@@ -35,6 +36,9 @@ class Adam:
     is a dozen array operations on the whole buffer plus three per parameter (its slice of the
     update, reshaped and subtracted), instead of a dozen per parameter. The params stay separate
     arrays, updated in place. state_dict exposes m and v per key, as views of the buffers.
+    On CuPy's 'step' level (kernels.level) the params move into a flat buffer too, each
+    params[k] becoming a view of it (same values and shape), and a step is one kernel
+    (kernels.ADAM) over the three buffers, after one concat of the grads.
     """
 
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
@@ -50,6 +54,7 @@ class Adam:
         dtype = next(iter(params.values())).dtype
         self.m = xp.zeros((n,), dtype=dtype)
         self.v = xp.zeros((n,), dtype=dtype)
+        self.p = self.p_views = None      # the 'step' level's flat params and their views
 
     def _flat(self, arrays):
         """Concatenate per-key arrays, in the params' key order, into one flat array."""
@@ -66,11 +71,24 @@ class Adam:
         self.t += 1
         lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
         g = self._flat(grads)
+        if kernels.fused_step(self.m):
+            kernels.adam_update(self._flat_params(params), self.m, self.v, g, lr_t, self.beta1,
+                                self.beta2, self.eps)
+            return
         self.m += (1.0 - self.beta1) * (g - self.m)     # in place: b1 m + (1 - b1) g
         self.v += (1.0 - self.beta2) * (g * g - self.v)
         update = lr_t * self.m / (xp.sqrt(self.v) + self.eps)
         for k, u in self._per_key(update).items():
             params[k] -= u
+
+    def _flat_params(self, params):
+        """The flat params buffer, params[k] views of it: (re)made when a params[k] is not the
+        view handed out (the first step, or an array put there since)."""
+        if self.p is None or any(params[k] is not self.p_views[k] for k in self.shapes):
+            self.p = self._flat(params)
+            self.p_views = self._per_key(self.p)
+            params.update(self.p_views)
+        return self.p
 
     def state_dict(self):
         return {"t": self.t, **{f"m/{k}": v for k, v in self._per_key(self.m).items()},

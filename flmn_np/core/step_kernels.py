@@ -377,20 +377,30 @@ class _CupyLaunch:
     """One kernel of cupy_module() for one float type, called as (n_threads, args)."""
 
     def __init__(self, spec, dtype):
-        self.kinds = param_kinds(spec)
+        self.name, self.kinds = spec.name, param_kinds(spec)
         self.scalar = np.dtype(dtype).type
         self.function = cupy_module().get_function(f"{spec.name}<{CTYPES[np.dtype(dtype).name]}>")
 
     def __call__(self, n_threads, args):
-        import cupy
         values = []
         for (kind, name), a in zip(self.kinds, args, strict=True):
-            if kind == "array":     # a copy only if not C-contiguous: the wrappers never pass one
-                values.append(cupy.ascontiguousarray(a))
+            if kind == "array":     # a copy would lose what the kernel writes: refused
+                if not a.flags.c_contiguous:
+                    raise ValueError(f"{self.name}: {name} is not C-contiguous")
+                values.append(a)
             else:
                 values.append(np.int32(a) if kind == "int" else self.scalar(a))
         blocks = max(1, math.ceil(n_threads / THREADS_PER_BLOCK))
         self.function((blocks,), (THREADS_PER_BLOCK,), tuple(values))
+
+
+def build_all():
+    """Compile SOURCE and load every kernel (both float types) now, as kernels.build_all does
+    for the elementwise kernels, so that a missing NVRTC or a source that does not build shows
+    at startup (backend.get_xp)."""
+    for spec in SPECS:
+        for dtype in CTYPES:
+            cupy_function(spec, dtype)
 
 
 @functools.cache
