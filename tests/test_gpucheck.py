@@ -71,14 +71,36 @@ def test_report_is_named_with_the_card(tmp_path):
     report = {"card": "NVIDIA H100 80GB HBM3", "cupy": "14.2.0", "cuda_runtime": 12090,
               "numpy": np.__version__, "host": "linux", "steps": 300,
               "tests": {"returncode": 0, "summary": "9 passed"},
-              "training": [{"model": "flmn", "dtype": "float64", "max_abs_diff": 3e-12,
-                            "tolerance": 1e-9, "ok": True, "final_loss": [1.2, 1.2]}],
-              "bench": [{"impl": "cupy fused", "model": "flmn", "batch_size": 16,
+              "training": [{"level": "step", "model": "flmn", "dtype": "float64",
+                            "max_abs_diff": 3e-12, "tolerance": 1e-9, "ok": True,
+                            "final_loss": [1.2, 1.2]}],
+              "launches": [{"model": "mann", "reads": 4, "step": 9.1, "elementwise": 56.6,
+                            "xp": 145.8}],
+              "bench": [{"impl": "cupy step", "model": "flmn", "batch_size": 16,
                          "ms_per_step": 12.5, "episodes_per_s": 1280.0}],
-              "torch_note": "torch is not installed", "ok": True}
+              "torch_note": "torch is not installed", "seconds": {"benchmarks": 31.0}, "ok": True}
     json_path, md_path = gpucheck.write_report(report, tmp_path)
     assert json_path.name == "gpucheck_nvidia-h100-80gb-hbm3.json"
     assert json.loads(json_path.read_text()) == report
     md = md_path.read_text()
     assert md.startswith("# gpucheck: NVIDIA H100 80GB HBM3")
-    assert "| flmn | float64 | 3.00e-12 | 1e-09 |" in md and "| cupy fused | flmn | 16 | 12.50 |" in md
+    assert "| step | flmn | float64 | 3.00e-12 | 1e-09 |" in md
+    assert "| cupy step | flmn | 16 | 12.50 |" in md and "| mann | 4 | 9.1 | 56.6 | 145.8 |" in md
+    assert "Seconds: benchmarks 31" in md
+
+
+def test_levels_are_set_and_restored(monkeypatch):
+    from flmn_np.core import kernels
+    monkeypatch.setenv("FLMN_FUSED", "elementwise")
+    seen = {}
+    for level in gpucheck.LEVEL_ENV:
+        with gpucheck.fused_level(level):
+            seen[level] = kernels.env_level()
+    assert seen == {level: level for level in gpucheck.LEVEL_ENV}
+    assert kernels.env_level() == "elementwise"
+
+
+def test_launch_counts_cover_every_model_and_level():
+    rows = gpucheck.launch_counts()
+    assert [(r["model"], r["reads"]) for r in rows] == [("flmn", 1), ("mann", 1), ("mann", 4)]
+    assert all(0 < r["step"] < r["elementwise"] < r["xp"] for r in rows)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from flmn_np.core import step_kernels
+from flmn_np.core.addressing import COSINE_EPS
 from flmn_np.core.models import ModelConfig
 
 from kernel_harness import launch_raw_cpp, nvrtc_compile_module, raw_launcher
@@ -73,9 +74,10 @@ def kernel_step(cfg, case, launch=launch_raw_cpp):
     mem, dmem = (type(m)(*(None if a is None else s(a) for a in m))
                  for m in (case["mem"], case["dmem"]))
     r, mem_t, cache = step_kernels.STEP_FORWARD[cfg.model](s(case["heads"]), case["b_head"], mem,
-                                                          cfg, launch=launch)
+                                                          cfg, COSINE_EPS, launch=launch)
     dheads, dmem_prev = step_kernels.STEP_BACKWARD[cfg.model](s(case["dr_next"]), s(case["dr_out"]),
-                                                              dmem, cache, cfg, launch=launch)
+                                                              dmem, cache, cfg, COSINE_EPS,
+                                                              launch=launch)
     return [r, *mem_t, dheads, *dmem_prev]
 
 
@@ -144,7 +146,8 @@ def tie_case(R):
 def test_least_used_ties_pick_the_xp_slot(R):
     cfg, case = tie_case(R)
     r, mem, cache = step_kernels.STEP_FORWARD[cfg.model](case["heads"], case["b_head"],
-                                                        case["mem"], cfg, launch=launch_raw_cpp)
+                                                        case["mem"], cfg, COSINE_EPS,
+                                                        launch=launch_raw_cpp)
     _, mem_x, _ = cfg.memory.memory_step_forward(case["heads"] + case["b_rows"], case["mem"], cfg)
     w_u = mem_x.w_u
     assert all(np.sum(w_u[e] == np.min(w_u[e])) > 1 for e in range(w_u.shape[0])), "no tie"
@@ -191,7 +194,7 @@ def test_a_turned_tie_break_picks_another_slot(R):
     _, mem_x, _ = cfg.memory.memory_step_forward(case["heads"] + case["b_rows"], case["mem"], cfg)
     turned = mutated_launcher("tie_break_turned")
     _, mem, _ = step_kernels.STEP_FORWARD[cfg.model](case["heads"], case["b_head"], case["mem"],
-                                                    cfg, launch=turned)
+                                                    cfg, COSINE_EPS, launch=turned)
     assert not np.array_equal(mem.w_lu, mem_x.w_lu)
 
 

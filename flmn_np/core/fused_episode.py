@@ -23,6 +23,7 @@ gradient.
 from typing import NamedTuple, Any
 
 from . import kernels, step_kernels
+from .addressing import COSINE_EPS
 from .backend import array_namespace
 from .ops import flat_matmul, previous_label_onehot, transposed
 
@@ -34,6 +35,7 @@ class EpisodeCache(NamedTuple):
     step_caches: Any    # per step (lstm cache, memory-step cache)
     mem_T: Any          # the memory after the last step
     params: Any
+    W_rec: Any          # the rows of W_lstm for [r; h][t-1]
     cfg: Any
 
 
@@ -43,13 +45,12 @@ def _W_out_rh(params, H):
     return xp.concat([params["W_out"][H:, :], params["W_out"][:H, :]], axis=0)
 
 
-def episode_forward(params, x, y, cfg):
-    """models.episode_forward on the 'step' level: the same (logits, cache)."""
-    from .models import _split_W_lstm
+def episode_forward(params, W_in, W_rec, x, y, cfg):
+    """models.episode_forward on the 'step' level: the same (logits, cache). W_in, W_rec: the
+    rows of W_lstm for [x; onehot(y[t-1])] and for [r; h][t-1] (models._split_W_lstm)."""
     xp = array_namespace(x)
     B, T, _ = x.shape
     H, RW = cfg.hidden, cfg.memory.read_size(cfg)
-    W_in, W_rec = _split_W_lstm(params, cfg)
     u = xp.concat([x, previous_label_onehot(y, cfg.n_classes, x.dtype)], axis=-1)
     u = xp.permute_dims(u, (1, 0, 2))                                  # (T, B, D + C)
     z_in = flat_matmul(u, W_in) + params["b_lstm"]                     # (T, B, 4H)
@@ -62,20 +63,19 @@ def episode_forward(params, x, y, cfg):
         h, c, lstm_cache = kernels.lstm_cell_forward_sum(z_in[t, ...], xp.matmul(rh[t, ...], W_rec),
                                                          c, rh[t + 1, :, RW:])
         _, mem, mem_cache = step_forward(xp.matmul(h, params["W_head"]), params["b_head"], mem,
-                                         cfg, rh=rh[t + 1, ...])
+                                         cfg, COSINE_EPS, rh=rh[t + 1, ...])
         step_caches.append((lstm_cache, mem_cache))
     logits = flat_matmul(rh[1:, ...], _W_out_rh(params, H)) + params["b_out"]   # (T, B, C)
-    return xp.permute_dims(logits, (1, 0, 2)), EpisodeCache(u, rh, step_caches, mem, params, cfg)
+    return xp.permute_dims(logits, (1, 0, 2)), EpisodeCache(u, rh, step_caches, mem, params,
+                                                            W_rec, cfg)
 
 
 def episode_backward(dlogits, cache):
     """models.episode_backward on the 'step' level: the same grads."""
-    from .models import _split_W_lstm
-    u, rh, step_caches, mem_T, params, cfg = cache
+    u, rh, step_caches, mem_T, params, W_rec, cfg = cache
     xp = array_namespace(dlogits)
     T, B, _ = u.shape
     H, RW = cfg.hidden, cfg.memory.read_size(cfg)
-    _, W_rec = _split_W_lstm(params, cfg)
 
     def flat(a):  # (T, B, n) -> (T B, n), for the weight-gradient products
         return xp.reshape(a, (T * B, a.shape[-1]))
@@ -94,7 +94,7 @@ def episode_backward(dlogits, cache):
     dc, dmem = xp.zeros((B, H), dtype=dlogits.dtype), cfg.memory.zero_dmemory(mem_T)
     for t in reversed(range(T)):
         lstm_cache, mem_cache = step_caches[t]
-        _, dmem = step_backward(drh_next, drh_out[t, ...], dmem, mem_cache, cfg,
+        _, dmem = step_backward(drh_next, drh_out[t, ...], dmem, mem_cache, cfg, COSINE_EPS,
                                 dheads=dheads[t, ...])
         _, dc = kernels.lstm_cell_backward_sum(xp.matmul(dheads[t, ...], W_head_T),
                                                drh_next[:, RW:], drh_out[t, :, RW:], dc,

@@ -171,7 +171,7 @@ def episode_forward(params, x, y, cfg):
     fused_episode.episode_forward, the same numbers in 8 launches per step.
     """
     if kernels.fused_step(x) and step_kernels.supported(cfg):
-        return fused_episode.episode_forward(params, x, y, cfg)
+        return fused_episode.episode_forward(params, *_split_W_lstm(params, cfg), x, y, cfg)
     xp = array_namespace(x)
     B, T, _ = x.shape
     W_in, W_rec = _split_W_lstm(params, cfg)

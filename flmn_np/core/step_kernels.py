@@ -27,6 +27,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from .kernels import PREAMBLE
 
@@ -421,33 +422,30 @@ def _episodes(x, n_trailing):
     return math.prod(x.shape[:x.ndim - n_trailing])
 
 
-def _eps_pair(cfg):
-    """(eps_product, eps_inside) for cfg.cosine_eps: the COSINE_EPS in one place, 0 in the other
+def _eps_pair(cfg, eps):
+    """(eps_product, eps_inside) for cfg.cosine_eps: eps in one place, 0 in the other
     (addressing.cosine_forward)."""
-    from .addressing import COSINE_EPS
-    return (COSINE_EPS, 0.0) if cfg.cosine_eps == "product" else (0.0, COSINE_EPS)
+    return (eps, 0.0) if cfg.cosine_eps == "product" else (0.0, eps)
 
 
 def _rows(x, buffer, width):
     """(buffer, its row length): the rows r (or dr) live in, x's leading shape by `width`
     columns; a new one when buffer is None."""
     if buffer is None:
-        from .backend import array_namespace
         xp = array_namespace(x)
         buffer = xp.empty((*x.shape[:-1], width), dtype=x.dtype)
     return buffer, buffer.shape[-1]
 
 
-def flmn_step_forward(heads, b_head, mem_prev, cfg, rh=None, launch=launch_cupy):
+def flmn_step_forward(heads, b_head, mem_prev, cfg, eps, rh=None, launch=launch_cupy):
     """flmn.memory_step_forward with the bias added inside, in one kernel  [FLMN eq 1-10].
 
     heads (..., 3W+1) = h W_head without b_head; b_head (3W+1,) (or one row per model, stacked
-    (S, 3W+1) for heads (S, B, 3W+1)); mem_prev: FLMNMemory; rh None, or a (..., ld) buffer whose
+    (S, 3W+1) for heads (S, B, 3W+1)); mem_prev: FLMNMemory; eps: the cosine's epsilon
+    (addressing.COSINE_EPS), placed by cfg.cosine_eps; rh None, or a (..., ld) buffer whose
     first W columns receive r (the recurrent [r | h] row).
     ->  r (..., W) (a view of rh), mem: FLMNMemory, cache (act, mem, mem_prev).
     """
-    from .backend import array_namespace
-    from .flmn import FLMNMemory
     xp = array_namespace(heads)
     E, N, W = _episodes(heads, 1), cfg.n_slots, cfg.width
     rh, ld_r = _rows(heads, rh, W)
@@ -459,12 +457,13 @@ def flmn_step_forward(heads, b_head, mem_prev, cfg, rh=None, launch=launch_cupy)
                              mem_prev.M_f, mem_prev.M_l, mem_prev.w_r, mem_prev.w_wf,
                              mem_prev.w_u, mem_prev.w_lu,
                              act, M_f, M_l, w_r, w_wf, w_u, w_lu, rh, ld_r,
-                             E, N, W, cfg.gamma, *_eps_pair(cfg)))
-    mem = FLMNMemory(M_f=M_f, M_l=M_l, w_r=w_r, w_wf=w_wf, w_u=w_u, w_lu=w_lu)
+                             E, N, W, cfg.gamma, *_eps_pair(cfg, eps)))
+    mem = type(mem_prev)(M_f=M_f, M_l=M_l, w_r=w_r, w_wf=w_wf, w_u=w_u, w_lu=w_lu)
     return rh[..., :W], mem, (act, mem, mem_prev)
 
 
-def flmn_step_backward(drh_next, drh_out, dmem, cache, cfg, dheads=None, launch=launch_cupy):
+def flmn_step_backward(drh_next, drh_out, dmem, cache, cfg, eps, dheads=None,
+                       launch=launch_cupy):
     """flmn.memory_step_backward with dr = drh_next + drh_out summed inside, in one kernel.
 
     drh_next, drh_out (..., ld): rows whose first W columns are the gradients reaching r[t] from
@@ -472,8 +471,6 @@ def flmn_step_backward(drh_next, drh_out, dmem, cache, cfg, dheads=None, launch=
     w_lu None); cache from flmn_step_forward; dheads None or a (..., 3W+1) buffer to fill.
     ->  dheads (..., 3W+1), the gradient of heads (and of b_head's row), dmem_prev: FLMNMemory.
     """
-    from .backend import array_namespace
-    from .flmn import FLMNMemory
     act, mem, mem_prev = cache
     xp = array_namespace(act)
     E, N, W = _episodes(act, 1), cfg.n_slots, cfg.width
@@ -486,26 +483,24 @@ def flmn_step_backward(drh_next, drh_out, dmem, cache, cfg, dheads=None, launch=
                               act, mem.M_f, mem.M_l, mem.w_r, mem.w_wf,
                               mem_prev.w_r, mem_prev.w_wf, mem_prev.w_lu,
                               dheads, dM_f_prev, dM_l_prev, dw_r_prev, dw_wf_prev,
-                              E, N, W, *_eps_pair(cfg), _tiny(act)))
-    return dheads, FLMNMemory(M_f=dM_f_prev, M_l=dM_l_prev, w_r=dw_r_prev, w_wf=dw_wf_prev,
+                              E, N, W, *_eps_pair(cfg, eps), _tiny(act)))
+    return dheads, type(dmem)(M_f=dM_f_prev, M_l=dM_l_prev, w_r=dw_r_prev, w_wf=dw_wf_prev,
                               w_u=None, w_lu=None)
 
 
 def _tiny(x):
     """The smallest normal number of x's dtype (addressing._nonzero)."""
-    from .backend import array_namespace
     return float(array_namespace(x).finfo(x.dtype).smallest_normal)
 
 
-def mann_step_forward(heads, b_head, mem_prev, cfg, rh=None, launch=launch_cupy):
+def mann_step_forward(heads, b_head, mem_prev, cfg, eps, rh=None, launch=launch_cupy):
     """mann.memory_step_forward with the bias added inside, in one kernel (R <= MAX_HEADS).
 
     heads (..., head_size) = h W_head without b_head; b_head (head_size,) (or (S, head_size));
-    mem_prev: MANNMemory; rh None or a (..., ld) buffer whose first R W columns receive r.
+    mem_prev: MANNMemory; eps as for flmn_step_forward; rh None or a (..., ld) buffer whose
+    first R W columns receive r.
     ->  r (..., R W) (a view of rh), mem: MANNMemory, cache (act, mem, mem_prev).
     """
-    from .backend import array_namespace
-    from .mann import MANNMemory
     xp = array_namespace(heads)
     E, N, W, R = _episodes(heads, 1), cfg.n_slots, cfg.width, cfg.reads
     rh, ld_r = _rows(heads, rh, R * W)
@@ -516,20 +511,20 @@ def mann_step_forward(heads, b_head, mem_prev, cfg, rh=None, launch=launch_cupy)
     launch(MANN_FORWARD, E, (heads, b_head, E // _episodes(b_head, 1),
                              mem_prev.M, mem_prev.w_r, mem_prev.w_lu, mem_prev.w_u,
                              act, M, w_r, w_w, w_u, w_lu, rh, ld_r,
-                             E, N, W, R, int(cfg.mann_add == "key"), cfg.gamma, *_eps_pair(cfg)))
-    mem = MANNMemory(M=M, w_r=w_r, w_w=w_w, w_u=w_u, w_lu=w_lu)
+                             E, N, W, R, int(cfg.mann_add == "key"), cfg.gamma,
+                             *_eps_pair(cfg, eps)))
+    mem = type(mem_prev)(M=M, w_r=w_r, w_w=w_w, w_u=w_u, w_lu=w_lu)
     return rh[..., :R * W], mem, (act, mem, mem_prev)
 
 
-def mann_step_backward(drh_next, drh_out, dmem, cache, cfg, dheads=None, launch=launch_cupy):
+def mann_step_backward(drh_next, drh_out, dmem, cache, cfg, eps, dheads=None,
+                       launch=launch_cupy):
     """mann.memory_step_backward with dr = drh_next + drh_out summed inside, in one kernel.
 
     drh_next, drh_out (..., ld): rows whose first R W columns reach r[t] (step t+1, output
     layer); dmem: MANNMemory from step t+1 (M, w_r); cache from mann_step_forward.
     ->  dheads (..., head_size), dmem_prev: MANNMemory (w_w, w_u, w_lu None).
     """
-    from .backend import array_namespace
-    from .mann import MANNMemory
     act, mem, mem_prev = cache
     xp = array_namespace(act)
     E, N, W, R = _episodes(act, 1), cfg.n_slots, cfg.width, cfg.reads
@@ -540,9 +535,9 @@ def mann_step_backward(drh_next, drh_out, dmem, cache, cfg, dheads=None, launch=
     launch(MANN_BACKWARD, E, (drh_next, drh_out, drh_next.shape[-1], dmem.M, dmem.w_r,
                               act, mem.M, mem.w_r, mem.w_w, mem_prev.w_r, mem_prev.w_lu,
                               dheads, dM_prev, dw_r_prev,
-                              E, N, W, R, int(cfg.mann_add == "key"), *_eps_pair(cfg),
+                              E, N, W, R, int(cfg.mann_add == "key"), *_eps_pair(cfg, eps),
                               _tiny(act)))
-    return dheads, MANNMemory(M=dM_prev, w_r=dw_r_prev, w_w=None, w_u=None, w_lu=None)
+    return dheads, type(dmem)(M=dM_prev, w_r=dw_r_prev, w_w=None, w_u=None, w_lu=None)
 
 
 def supported(cfg):
