@@ -338,6 +338,24 @@ def test_build_all_runs_every_kernel():
     assert {(s, d) for s in kernels.SPECS for d in (np.dtype(np.float32), np.dtype(np.float64))} == set(calls)
 
 
+@pytest.mark.parametrize("value,level", [(None, "step"), ("step", "step"),
+                                         ("elementwise", "elementwise"), ("0", "xp")])
+def test_flmn_fused_picks_the_level(monkeypatch, value, level):
+    if value is None:
+        monkeypatch.delenv("FLMN_FUSED", raising=False)
+    else:
+        monkeypatch.setenv("FLMN_FUSED", value)
+    assert kernels.env_level() == level
+    assert kernels.level(np.zeros(2)) == "xp"                  # NumPy: always the plain code
+
+
+def test_an_unknown_level_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setenv("FLMN_FUSED", "1")
+    with pytest.raises(ValueError, match="FLMN_FUSED='1' is not one of '0', 'elementwise'") as e:
+        kernels.env_level()
+    assert "\n" not in str(e.value)
+
+
 # ------------------------------------------------------------------ the checks can fail
 
 @pytest.mark.parametrize("spec,old,new", [

@@ -11,9 +11,13 @@ Three levels, chosen for CuPy arrays by the environment variable FLMN_FUSED (`le
 one GPU run can compare them (`python -m flmn_np.gpucheck`):
 
     FLMN_FUSED unset or 'step'   each memory step one kernel (step_kernels.py), the time loop
-                                 in 8 launches per step (fused_episode.py), Adam one launch
+                                 in 8 launches per step (fused_episode.py, with the LSTM_*_SUM
+                                 kernels below), Adam one launch (ADAM)
     FLMN_FUSED=elementwise       the elementwise kernels below, each between two xp products
     FLMN_FUSED=0                 the plain xp code, as on NumPy
+
+Any other value is refused in one line at startup (backend.get_xp). Code outside the episode
+loop (models.step_forward, memviz) takes the elementwise kernels on either fused level.
 
 A kernel is a `KernelSpec` (CuPy's `ElementwiseKernel` arguments: parameters and a C++ body run
 once per element `i`). The wrappers below slice and allocate with `xp` and hand the spec with its

@@ -20,7 +20,7 @@ below allocate with `xp` and hand the spec, the number of threads and the argume
 launcher: `launch_cupy` on a GPU, tests' `launch_raw_cpp` on the CPU (g++). Every array argument
 is a C-contiguous row-major array; the two row-strided ones (r written into the rows of the
 recurrent [r | h] buffer, dr read from them) take their row length `ld_*`.
-Plain formulas and the order of operations: docs/derivations.md#fused-kernels-on-cupy.
+Plain formulas and the order of operations: docs/derivations.md#one-kernel-per-memory-step.
 """
 import functools
 import math
@@ -401,7 +401,7 @@ def build_all():
     at startup (backend.get_xp)."""
     for spec in SPECS:
         for dtype in CTYPES:
-            cupy_function(spec, dtype)
+            cupy_function(spec, np.dtype(dtype))
 
 
 @functools.cache
