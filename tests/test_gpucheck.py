@@ -2,6 +2,7 @@
 (The GPU part of gpucheck runs only on a GPU; here: its refusal, its loss comparison and its
 report, and that train.py and bench end with one line.)"""
 import json
+import os
 import subprocess
 import sys
 
@@ -104,3 +105,39 @@ def test_launch_counts_cover_every_model_and_level():
     rows = gpucheck.launch_counts()
     assert [(r["model"], r["reads"]) for r in rows] == [("flmn", 1), ("mann", 1), ("mann", 4)]
     assert all(0 < r["step"] < r["elementwise"] < r["xp"] for r in rows)
+
+
+def test_run_covers_every_level_in_one_command(monkeypatch, tmp_path):
+    """gpucheck's run() end to end with the device parts stood in for (NumPy as the 'GPU'
+    namespace, bench recording the level it ran at): every level is trained and compared,
+    counted and benchmarked, and the report says how long each part took."""
+    import types
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(
+        __version__="14.2.0", cuda=types.SimpleNamespace(
+            runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 12090))))
+    levels_benched = []
+
+    def fake_bench(model, B, backend, repeats, count):
+        levels_benched.append((os.environ.get("FLMN_FUSED"), model, B))
+        return {"ms_per_step": 1.0, "episodes_per_s": float(B)}
+
+    monkeypatch.setattr(gpucheck, "get_xp", lambda name: np)
+    monkeypatch.setattr(gpucheck, "card_name", lambda: "Test Card")
+    monkeypatch.setattr(gpucheck, "gpu_tests", lambda: {"returncode": 0, "summary": "1 passed"})
+    monkeypatch.setattr(gpucheck, "bench", fake_bench)
+    monkeypatch.setattr(gpucheck, "bench_torch_cuda", lambda *a: (None, "torch is not installed"))
+    monkeypatch.delenv("FLMN_FUSED", raising=False)
+    args = types.SimpleNamespace(steps=2, repeats=1, out=str(tmp_path))
+    assert gpucheck.run(args) == 0
+    report = json.loads((tmp_path / "gpucheck_test-card.json").read_text())
+    assert [(r["level"], r["model"], r["dtype"]) for r in report["training"]] == [
+        (level, model, dtype) for model in ("flmn", "mann") for dtype in ("float64", "float32")
+        for level in ("step", "elementwise", "xp")]
+    assert all(r["ok"] and r["max_abs_diff"] == 0.0 for r in report["training"])   # NumPy twice
+    assert {env for env, _, _ in levels_benched} == {None, "elementwise", "0"}
+    assert len(levels_benched) == 3 * 2 * len(gpucheck.BATCH_SIZES) == len(report["bench"])
+    assert [r["impl"] for r in report["bench"]][::6] == ["cupy step", "cupy elementwise",
+                                                          "cupy xp"]
+    assert len(report["launches"]) == 3 and set(report["seconds"]) == {
+        "GPU-only tests", "training 2 steps, each level and NumPy", "launch counts", "benchmarks"}
+    assert "FLMN_FUSED" not in os.environ
