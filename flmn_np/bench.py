@@ -31,7 +31,7 @@ import tracemalloc
 import numpy as np
 
 from . import core
-from .core import kernels
+from .core import kernels, step_kernels
 from .core.backend import BACKENDS, BackendError, asarray, backend_name, get_xp
 from .core.models import ModelConfig, init_params, loss_and_grads, stack_params
 from .core.optim import Adam, clip_by_global_norm
@@ -167,9 +167,10 @@ class _CountingNamespace:
 
 
 class _CountingKernel:
-    """Stands in for a cupy.ElementwiseKernel when the CuPy path is counted on the CPU: a call
-    counts as one launch, 'kernel:<name>', and leaves the outputs as allocated. The counts do
-    not depend on the values (tested), so the step runs on to the end on whatever they hold."""
+    """Stands in for a cupy.ElementwiseKernel (or a step_kernels launcher) when the CuPy path is
+    counted on the CPU: a call counts as one launch, 'kernel:<name>', and leaves the outputs as
+    allocated. The counts do not depend on the values (tested), so the step runs on to the end
+    on whatever they hold."""
 
     def __init__(self, spec, counter):
         self.name, self.counter = spec.name, counter
@@ -186,8 +187,9 @@ def _core_modules():
 @contextlib.contextmanager
 def counting_ops(fuse=False):
     """Within the block, count the array operations done on array_api_strict arrays by the core
-    modules; yields the OpCounter. fuse=True takes the CuPy path: kernels.fused is true and the
-    kernel wrappers of kernels.py run as written (their own xp calls are counted) with each
+    modules; yields the OpCounter. fuse takes the CuPy path at a level of kernels.LEVELS
+    ('step', or True for it, or 'elementwise'): kernels.level returns it and the kernel wrappers
+    of kernels.py and step_kernels.py run as written (their own xp calls are counted) with each
     kernel launch counted once, as 'kernel:<kernel name>', by a _CountingKernel.
     counter.namespace is the counted array_api_strict namespace, for code outside the core
     modules to count its own calls (benchmarks/op_floor.py)."""
@@ -211,8 +213,10 @@ def counting_ops(fuse=False):
             elif name.startswith("__") and callable(value) and name not in _NOT_OPERATIONS:
                 patch(Array, name, counter.wrap(name, value))
         if fuse:
-            patch(kernels, "fused", lambda x: True)
+            level = "step" if fuse is True else fuse
+            patch(kernels, "level", lambda x: level)
             patch(kernels, "cupy_kernel", lambda spec: _CountingKernel(spec, counter))
+            patch(step_kernels, "cupy_function", lambda spec, dtype: _CountingKernel(spec, counter))
         with np.errstate(all="ignore"):    # fused: the kernels' outputs hold arbitrary values
             yield counter
     finally:
@@ -256,11 +260,14 @@ def operation_counts(cfg, batch_size, samples_per_class=10):
     total = sum(counts.values())
     result = {"array_ops_per_step": total, "array_ops_per_time_step": round(total / T, 1),
               "ops_by_kind": by_kind(counts)}
-    fused = count_ops(cfg, batch_size, samples_per_class, fuse=True)
-    launches = sum(n for name, n in fused.items() if name not in VIEW_OPERATIONS)
-    result.update(cupy_ops_per_step=sum(fused.values()),
-                  cupy_fused_calls_per_step=sum(n for name, n in fused.items() if name.startswith("kernel:")),
-                  cupy_launches_per_step=launches, cupy_launches_per_time_step=round(launches / T, 1))
+    for level, prefix in (("step", "cupy"), ("elementwise", "cupy_elementwise")):
+        fused = count_ops(cfg, batch_size, samples_per_class, fuse=level)
+        launches = sum(n for name, n in fused.items() if name not in VIEW_OPERATIONS)
+        result.update({f"{prefix}_ops_per_step": sum(fused.values()),
+                       f"{prefix}_fused_calls_per_step": sum(n for name, n in fused.items()
+                                                             if name.startswith("kernel:")),
+                       f"{prefix}_launches_per_step": launches,
+                       f"{prefix}_launches_per_time_step": round(launches / T, 1)})
     return result
 
 
@@ -426,9 +433,11 @@ def main(argv=None):
         print(f"array operations: {r['array_ops_per_step']} per step, "
               f"{r['array_ops_per_time_step']} per time step (counted on the CPU)")
         if "cupy_launches_per_step" in r:
-            print(f"CuPy path: {r['cupy_fused_calls_per_step']} fused kernel calls, "
-                  f"{r['cupy_launches_per_step']} kernel launches per step "
-                  f"({r['cupy_launches_per_time_step']} per time step; views and allocations not counted)")
+            for level, prefix in (("step", "cupy"), ("elementwise", "cupy_elementwise")):
+                print(f"CuPy path, level '{level}': {r[f'{prefix}_fused_calls_per_step']} fused "
+                      f"kernel calls, {r[f'{prefix}_launches_per_step']} kernel launches per step "
+                      f"({r[f'{prefix}_launches_per_time_step']} per time step; views and "
+                      f"allocations not counted)")
         if args.ops:
             print("by kind: " + ", ".join(f"{kind} {n}" for kind, n in r["ops_by_kind"].items()))
     return 0

@@ -3,15 +3,26 @@
     python -m flmn_np.gpucheck [--steps 300] [--out results/gpucheck] [--repeats 10]
 
 1. the GPU-only tests (pytest on the tests whose names say gpu or cupy);
-2. training from the same seed on CuPy and on NumPy (FLMN and MANN, Adam, random episodes of the
-   real sizes): the losses of every step agree within 1e-9 in float64 and within 1e-3 in float32
-   (float32 GEMMs on a GPU sum in another order than on the CPU; the gap grows over the steps);
-3. `flmn_np.bench` at B = 16, 64, 256 on CuPy with the fused kernels and without them
-   (FLMN_FUSED=0), and PyTorch CUDA eager (benchmarks/torch_flmn.py) when torch sees the GPU;
-4. gpucheck_<card>.json and gpucheck_<card>.md in --out.
+2. training from the same seed on CuPy at each of the three levels of core/kernels.py
+   (FLMN_FUSED unset: 'step'; 'elementwise'; 0: the plain xp code) and on NumPy (FLMN and MANN,
+   Adam, random episodes of the real sizes): the losses of every step agree within 1e-9 in
+   float64 and within 1e-3 in float32 (float32 GEMMs on a GPU sum in another order than on the
+   CPU; the gap grows over the steps);
+3. `flmn_np.bench` at B = 16, 64, 256 on CuPy at each level, the kernel launches per time step
+   of each level (counted on the CPU by bench), and PyTorch CUDA eager
+   (benchmarks/torch_flmn.py) when torch sees the GPU;
+4. gpucheck_<card>.json and gpucheck_<card>.md in --out, with the seconds each part took.
 Exit code 0 when the tests pass and the losses agree, 1 otherwise, 2 (one line) without a GPU.
+
+Time, estimated from the step counts (B = 16, T = 50): the training comparisons are 4 curves of
+300 steps on NumPy (~70 ms a step on a CPU: ~85 s) and 12 on CuPy (the xp level ~80 ms a step,
+launch-bound at ~7,600 operations: ~100 s; the two fused levels well under half that: < 80 s);
+the benchmarks 18 CuPy runs of ~25 steps (< 40 s) and PyTorch (< 10 s); the GPU tests compile
+the kernels once (< 90 s); the launch counts ~10 s on the CPU. About 6 minutes in all; 8 at
+most with --steps 300.
 """
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -25,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import bench, gpu_stack, stack_markdown
+from .bench import bench, gpu_stack, operation_counts, stack_markdown
 from .core.backend import BackendError, get_xp, to_numpy
 from .core.models import ModelConfig, init_params, loss_and_grads
 from .core.optim import Adam
@@ -34,6 +45,23 @@ from .runs.config import int_at_least
 REPO = Path(__file__).resolve().parents[1]
 LOSS_TOL = {"float64": 1e-9, "float32": 1e-3}
 BATCH_SIZES = (16, 64, 256)
+# level -> FLMN_FUSED (core/kernels.LEVELS; None: unset, the default)
+LEVEL_ENV = {"step": None, "elementwise": "elementwise", "xp": "0"}
+
+
+@contextlib.contextmanager
+def fused_level(level):
+    """FLMN_FUSED set for `level` inside the block, restored after it."""
+    saved = os.environ.get("FLMN_FUSED")
+    os.environ.pop("FLMN_FUSED", None)
+    if LEVEL_ENV[level] is not None:
+        os.environ["FLMN_FUSED"] = LEVEL_ENV[level]
+    try:
+        yield
+    finally:
+        os.environ.pop("FLMN_FUSED", None)
+        if saved is not None:
+            os.environ["FLMN_FUSED"] = saved
 
 
 def gpu_tests():
@@ -70,17 +98,29 @@ def compare_losses(a, b, dtype):
 
 
 def bench_cupy(batch_sizes, repeats):
-    """flmn_np.bench on CuPy for each model and B, with and without the fused kernels."""
+    """flmn_np.bench on CuPy for each level, model and B."""
     rows = []
-    for fused in ("1", "0"):
-        os.environ["FLMN_FUSED"] = fused
-        for model in ("flmn", "mann"):
-            for B in batch_sizes:
-                r = bench(model, B, "cupy", repeats=repeats, count=False)
-                rows.append({"impl": "cupy fused" if fused == "1" else "cupy xp", "model": model,
-                             "batch_size": B, "ms_per_step": r["ms_per_step"],
-                             "episodes_per_s": r["episodes_per_s"]})
-    os.environ.pop("FLMN_FUSED")
+    for level in LEVEL_ENV:
+        with fused_level(level):
+            for model in ("flmn", "mann"):
+                for B in batch_sizes:
+                    r = bench(model, B, "cupy", repeats=repeats, count=False)
+                    rows.append({"impl": f"cupy {level}", "model": model, "batch_size": B,
+                                 "ms_per_step": r["ms_per_step"],
+                                 "episodes_per_s": r["episodes_per_s"]})
+    return rows
+
+
+def launch_counts():
+    """Kernel launches per time step of each level at B = 16 (bench's count, on the CPU; on
+    the xp level every array operation is a launch)."""
+    rows = []
+    for model, reads in (("flmn", 1), ("mann", 1), ("mann", 4)):
+        r = operation_counts(ModelConfig(model=model, reads=reads), 16)
+        rows.append({"model": model, "reads": reads,
+                     "step": r["cupy_launches_per_time_step"],
+                     "elementwise": r["cupy_elementwise_launches_per_time_step"],
+                     "xp": r["array_ops_per_time_step"]})
     return rows
 
 
@@ -145,11 +185,18 @@ def markdown(report):
              f"NumPy {report['numpy']}, {report['host']}", "",
              f"GPU-only tests: {report['tests']['summary']} (exit {report['tests']['returncode']})", "",
              f"## Training {report['steps']} steps from one seed, CuPy vs NumPy", "",
-             "| model | dtype | max abs loss difference | tolerance | final loss (cupy, numpy) | ok |",
-             "|---|---|---|---|---|---|"]
+             "| level | model | dtype | max abs loss difference | tolerance "
+             "| final loss (cupy, numpy) | ok |",
+             "|---|---|---|---|---|---|---|"]
     for r in report["training"]:
-        lines.append(f"| {r['model']} | {r['dtype']} | {r['max_abs_diff']:.2e} | {r['tolerance']:.0e} "
-                     f"| {r['final_loss'][0]:.6f}, {r['final_loss'][1]:.6f} | {'yes' if r['ok'] else 'NO'} |")
+        lines.append(f"| {r['level']} | {r['model']} | {r['dtype']} | {r['max_abs_diff']:.2e} "
+                     f"| {r['tolerance']:.0e} | {r['final_loss'][0]:.6f}, {r['final_loss'][1]:.6f} "
+                     f"| {'yes' if r['ok'] else 'NO'} |")
+    lines += ["", "## Kernel launches per time step at B = 16 (counted on the CPU by bench)", "",
+              "| model | R | step | elementwise | xp |", "|---|---|---|---|---|"]
+    for r in report["launches"]:
+        lines.append(f"| {r['model']} | {r['reads']} | {r['step']} | {r['elementwise']} "
+                     f"| {r['xp']} |")
     lines += ["", "## Training step (forward, backward, Adam), T = 50, float32", "",
               "| implementation | model | B | ms/step | episodes/s |", "|---|---|---|---|---|"]
     for r in report["bench"]:
@@ -159,6 +206,7 @@ def markdown(report):
         lines += ["", f"PyTorch not measured: {report['torch_note']}."]
     if report.get("stack"):
         lines += stack_markdown(report["stack"])
+    lines += ["", "Seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -179,20 +227,37 @@ def run(args):
     report = {"card": card_name(), "cupy": cupy.__version__,
               "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(), "numpy": np.__version__,
               "host": platform.platform(), "steps": args.steps}
-    print(f"gpucheck on {report['card']}: GPU-only tests ...", flush=True)
-    report["tests"] = gpu_tests()
+    seconds = report["seconds"] = {}
+
+    @contextlib.contextmanager
+    def part(name):
+        print(f"{name} ...", flush=True)
+        start = time.perf_counter()
+        yield
+        seconds[name] = round(time.perf_counter() - start, 1)
+
+    print(f"gpucheck on {report['card']}", flush=True)
+    with part("GPU-only tests"):
+        report["tests"] = gpu_tests()
     report["training"] = []
-    for model in ("flmn", "mann"):
-        for dtype in ("float64", "float32"):
-            print(f"training {model} {dtype}, {args.steps} steps on CuPy and NumPy ...", flush=True)
-            result = compare_losses(train_losses(cp, model, dtype, args.steps),
-                                    train_losses(np, model, dtype, args.steps), dtype)
-            report["training"].append({"model": model, "dtype": dtype, **result})
-    print("benchmarks ...", flush=True)
-    report["bench"] = bench_cupy(BATCH_SIZES, args.repeats)
-    torch_rows, report["torch_note"] = bench_torch_cuda(BATCH_SIZES, args.repeats)
-    report["bench"] += torch_rows or []
-    report["stack"] = gpu_stack(args.repeats)
+    with part(f"training {args.steps} steps, each level and NumPy"):
+        for model in ("flmn", "mann"):
+            for dtype in ("float64", "float32"):
+                reference = train_losses(np, model, dtype, args.steps)
+                for level in LEVEL_ENV:
+                    with fused_level(level):
+                        result = compare_losses(train_losses(cp, model, dtype, args.steps),
+                                                reference, dtype)
+                    report["training"].append({"level": level, "model": model, "dtype": dtype,
+                                               **result})
+    with part("launch counts"):
+        report["launches"] = launch_counts()
+    with part("benchmarks"):
+        report["bench"] = bench_cupy(BATCH_SIZES, args.repeats)
+        torch_rows, report["torch_note"] = bench_torch_cuda(BATCH_SIZES, args.repeats)
+        report["bench"] += torch_rows or []
+    with part("a stack of models"):
+        report["stack"] = gpu_stack(args.repeats)
     report["ok"] = report["tests"]["returncode"] == 0 and all(r["ok"] for r in report["training"])
     paths = write_report(report, args.out)
     print(markdown(report))

@@ -166,10 +166,13 @@ def plot_bands(path, groups, column_name="test_acc_2"):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
+    batch_sizes = set()          # episodes per step, where metrics.csv records them
     for name, dirs in groups.items():
         curves, per_seed = {}, []
         for d in dirs:
             rows = read_metrics(Path(d) / "metrics.csv")
+            per_step = column(rows, "episodes")[0] / column(rows, "step")[0]
+            batch_sizes.add(None if math.isnan(per_step) else round(per_step))
             seed_curve = [(int(s), 100 * v) for s, v in zip(column(rows, "step"),
                                                              column(rows, column_name))
                           if not math.isnan(v)]
@@ -185,7 +188,8 @@ def plot_bands(path, groups, column_name="test_acc_2"):
         ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2)
         for seed_curve in per_seed:
             ax.plot(*zip(*seed_curve), color=line.get_color(), linewidth=0.6, alpha=0.5)
-    ax.set_xlabel("training step (16 episodes each)")
+    per_step = batch_sizes.pop() if len(batch_sizes) == 1 else None
+    ax.set_xlabel(f"training step ({per_step} episodes each)" if per_step else "training step")
     ax.set_ylabel(f"held-out {ordinal(int(column_name.rsplit('_', 1)[1]))}-instance accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -53,12 +53,14 @@ def param_names(params):
 # ----------------------------------------------------------------------------- C++ on the CPU
 
 CPP_TEMPLATE = """\
-// {name}: the kernel body run once per element, laid out as CuPy's elementwise kernel.
+// {name}: the kernel body run once per element, laid out as CuPy's elementwise kernel
+// after its preamble (kernels.PREAMBLE).
 #include <cmath>
 #include <cstdint>
 using std::tanh; using std::exp; using std::log; using std::sqrt; using std::fabs;
 using std::min; using std::max;   // the math CuPy's preamble makes available to a body
-
+#define __device__
+{preamble}
 typedef {ctype} T;
 
 extern "C" void {name}(int64_t size, int ndim, const int64_t* shape,
@@ -85,8 +87,9 @@ def cpp_source(spec, ctype):
             for a, n in enumerate(ins)]
     refs += [f"    T &{n} = *reinterpret_cast<T*>(data[{a}] + _offset[{a}]);"
              for a, n in enumerate(outs, start=len(ins))]
+    from flmn_np.core.kernels import PREAMBLE
     return CPP_TEMPLATE.format(name=spec.name, ctype=ctype, nargs=len(ins) + len(outs),
-                               refs="\n".join(refs), body=spec.body)
+                               refs="\n".join(refs), body=spec.body, preamble=PREAMBLE)
 
 
 @functools.cache
@@ -212,4 +215,87 @@ def nvrtc_compile(code, arch):
     with _offline_compiler():
         start = time.perf_counter()
         module = core.compile_with_cache(code, (), arch=arch)
+        return module.cubin, time.perf_counter() - start
+
+
+# ------------------------------------------------- the memory-step kernels (step_kernels.py)
+
+RAW_CPP_HEAD = """\
+// step_kernels.SOURCE run on the CPU: the CUDA built-ins it uses, defined for one thread at a
+// time; the launch below loops over every (block, thread) of the grid in order.
+#include <cmath>
+#include <cstdint>
+using std::tanh; using std::exp; using std::log; using std::sqrt; using std::fabs;
+#define __global__
+#define __device__
+struct dim3_ { unsigned int x, y, z; };
+static dim3_ blockIdx, blockDim, threadIdx;
+"""
+
+RAW_CPP_LAUNCH = """
+extern "C" void launch_{name}(int64_t n_threads, void* const* args) {{
+  typedef {ctype} T;
+  blockDim.x = {threads};
+  for (int64_t b = 0; b * {threads} < n_threads; ++b)
+    for (unsigned int t = 0; t < {threads}; ++t) {{
+      blockIdx.x = (unsigned int)b;
+      threadIdx.x = t;
+      {name}<T>({args});
+    }}
+}}
+"""
+
+
+def raw_cpp_source(spec, ctype, source=None):
+    """C++ that runs one kernel of `source` (step_kernels.SOURCE, pasted unchanged) for T = ctype
+    over a whole grid; its arguments come as an array of pointers to their values."""
+    from flmn_np.core import step_kernels
+    casts = {"array": "(T*)args[{a}]", "int": "*(const int*)args[{a}]", "T": "*(const T*)args[{a}]"}
+    args = ", ".join(casts[kind].format(a=a)
+                     for a, (kind, _) in enumerate(step_kernels.param_kinds(spec)))
+    return (RAW_CPP_HEAD + (step_kernels.SOURCE if source is None else source)
+            + RAW_CPP_LAUNCH.format(name=spec.name, ctype=ctype, args=args,
+                                    threads=step_kernels.THREADS_PER_BLOCK))
+
+
+def raw_launcher(source=None):
+    """A launcher for step_kernels' wrappers (step_kernels.launch_cupy's contract) that runs the
+    kernel of `source` (default step_kernels.SOURCE; a test passes a mutated copy) on NumPy
+    arrays with g++. Every array must be C-contiguous and of one dtype: it is written in place."""
+    from flmn_np.core import step_kernels
+
+    def launch(spec, n_threads, args):
+        kinds = step_kernels.param_kinds(spec)
+        arrays = [a for (kind, _), a in zip(kinds, args, strict=True) if kind == "array"]
+        dtypes = {a.dtype for a in arrays}
+        if len(dtypes) != 1:
+            raise TypeError(f"{spec.name}: every array must have one dtype T, got {dtypes}")
+        dtype = dtypes.pop()
+        values = []
+        for (kind, name), a in zip(kinds, args):
+            if kind == "array":
+                if not a.flags.c_contiguous:
+                    raise ValueError(f"{spec.name}: {name} is not C-contiguous")
+                values.append(a)
+            else:
+                values.append(np.array(a, dtype=np.int32 if kind == "int" else dtype))
+        lib = build_cpp(raw_cpp_source(spec, CTYPES[dtype], source))
+        pointers = (ctypes.c_void_p * len(values))(*(v.ctypes.data for v in values))
+        getattr(lib, f"launch_{spec.name}")(ctypes.c_int64(n_threads), pointers)
+    return launch
+
+
+launch_raw_cpp = raw_launcher()
+
+
+def nvrtc_compile_module(source, name_expressions, options, arch):
+    """Compile a RawModule source for sm_<arch> as `cupy.RawModule(code=source,
+    options=options, name_expressions=...)` does (`cupy.cuda.compiler._compile_module_with_cache`,
+    NVRTC, CuPy's include paths). Returns (cubin bytes, seconds); raises CompileException."""
+    import_cupy()
+    from cupy.cuda import compiler
+    with _offline_compiler():
+        start = time.perf_counter()
+        module = compiler._compile_module_with_cache(source, options, arch=arch,
+                                                     name_expressions=name_expressions)
         return module.cubin, time.perf_counter() - start

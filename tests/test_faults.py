@@ -238,6 +238,12 @@ def test_ctrl_c_during_evaluate_exits_130_without_a_traceback(tiny_run, data_dir
     assert not (tiny_run / "never.json").exists()
 
 
+def _ctrl_c_as_in_a_terminal():
+    """SIGINT at its default, as a command typed at a terminal gets it, whatever the test runner
+    inherited (under `pytest &` it is ignored, which the package leaves as it is)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("argv,handled", [(["-m", "flmn_np.evaluate", "run"], True),
                                            (["-c", "import flmn_np"], False),
                                            (["-m", "mypackage.main"], False)])
@@ -249,7 +255,7 @@ def test_ctrl_c_while_a_command_loads_is_one_line(argv, handled):
     code = (f"import os, signal, sys, time; sys.orig_argv = [sys.executable, *{argv!r}]; "
             "import flmn_np; os.kill(os.getpid(), signal.SIGINT); time.sleep(10)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True, capture_output=True,
-                          timeout=60)
+                          timeout=60, preexec_fn=_ctrl_c_as_in_a_terminal)
     if handled:
         assert proc.returncode == 130 and proc.stderr == "evaluate: interrupted\n", proc.stderr
     else:
@@ -268,7 +274,7 @@ def test_ctrl_c_while_train_py_loads_is_one_line():
             "builtins.__import__ = slow_import\n"
             "sys.argv = ['train.py']; runpy.run_path('train.py', run_name='__main__')\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True, capture_output=True,
-                          timeout=60)
+                          timeout=60, preexec_fn=_ctrl_c_as_in_a_terminal)
     assert proc.returncode == 130 and proc.stderr == "train.py: interrupted\n", proc.stderr
 
 

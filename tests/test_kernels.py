@@ -106,7 +106,39 @@ def memory_units(dtype, B=3, N=6, W=4):
             return (w_r, *kernels.address_backward(dw, cache, launch))
         return run
 
+    z_in, c_prev, dh, dc = lstm_inputs(dtype)
+    z_rec, dh_next, dh_out = (x.astype(dtype) for x in (rng.standard_normal(z_in.shape),
+                                                        *rng.standard_normal((2, *dh.shape))))
+
+    def lstm_sum(launch):       # the 'step' level's cells: the sums taken inside
+        if launch is None:
+            h, c, cache = lstm.lstm_cell_forward(z_in + z_rec, c_prev)
+            return (h, c, *cache, *lstm.lstm_cell_backward(dh + dh_next + dh_out, dc, cache))
+        h_rh = np.zeros((z_in.shape[0], 3 * dh.shape[1]), dtype)[:, 1::3]   # a strided view
+        h, c, cache = kernels.lstm_cell_forward_sum(z_in, z_rec, c_prev, h_rh, launch)
+        assert np.array_equal(h_rh, h)
+        dz = np.empty_like(z_in)
+        return (h, c, *cache, *kernels.lstm_cell_backward_sum(dh, dh_next, dh_out, dc, cache,
+                                                              dz, launch))
+
+    def adam(lr_rows):          # optim.Adam's xp step against one kernel; lr_t a row each
+        g, p0, m0 = (x.astype(dtype) for x in rng.standard_normal((3, 2, 9)))
+        v0 = (rng.random((2, 9)) ** 2).astype(dtype)
+        lr_t = np.array([[1e-3], [3e-2]], dtype) if lr_rows else 1e-3
+
+        def run(launch):
+            p, m, v = p0.copy(), m0.copy(), v0.copy()
+            if launch is None:
+                m += (1.0 - 0.9) * (g - m)
+                v += (1.0 - 0.999) * (g * g - v)
+                p -= lr_t * m / (np.sqrt(v) + 1e-8)
+            else:
+                kernels.adam_update(p, m, v, g, lr_t, 0.9, 0.999, 1e-8, launch)
+            return p, m, v
+        return run
+
     return {
+        "lstm_sum": lstm_sum, "adam": adam(False), "adam_lr_rows": adam(True),
         "write_erase": lambda launch: [memory.write_forward(M, w, a, erase=erase)[0] if launch is None
                                        else kernels.write_forward(M, w, a, keep, launch)],
         "write_add": lambda launch: [memory.write_forward(M, w, a)[0] if launch is None
@@ -282,12 +314,13 @@ def test_episode_through_the_kernels_on_cpu_equals_xp(monkeypatch, model, R, pla
             launch_cpp(spec, arrays[:n_in], arrays[n_in:])
         return run
 
-    monkeypatch.setattr(kernels, "fused", lambda x: True)
+    monkeypatch.setattr(kernels, "level", lambda x: "elementwise")
     monkeypatch.setattr(kernels, "cupy_kernel", cpp_kernel)
     got = loss_and_grads(p, x, y, cfg)
     not_used = {("mann", 1): {kernels.WRITE_ADD},    # MANN has no label write; R > 1: no one-head
                 ("mann", 4): {kernels.WRITE_ADD, kernels.WRITE}}                  # write
-    assert launched == set(kernels.SPECS) - not_used.get((model, R), set())
+    step_level = {kernels.LSTM_FORWARD_SUM, kernels.LSTM_BACKWARD_SUM, kernels.ADAM}
+    assert launched == set(kernels.SPECS) - step_level - not_used.get((model, R), set())
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
     for k in p:
@@ -328,6 +361,24 @@ def test_build_all_runs_every_kernel():
 
     kernels.build_all(np, launch=counting)
     assert {(s, d) for s in kernels.SPECS for d in (np.dtype(np.float32), np.dtype(np.float64))} == set(calls)
+
+
+@pytest.mark.parametrize("value,level", [(None, "step"), ("step", "step"),
+                                         ("elementwise", "elementwise"), ("0", "xp")])
+def test_flmn_fused_picks_the_level(monkeypatch, value, level):
+    if value is None:
+        monkeypatch.delenv("FLMN_FUSED", raising=False)
+    else:
+        monkeypatch.setenv("FLMN_FUSED", value)
+    assert kernels.env_level() == level
+    assert kernels.level(np.zeros(2)) == "xp"                  # NumPy: always the plain code
+
+
+def test_an_unknown_level_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setenv("FLMN_FUSED", "1")
+    with pytest.raises(ValueError, match="FLMN_FUSED='1' is not one of '0', 'elementwise'") as e:
+        kernels.env_level()
+    assert "\n" not in str(e.value)
 
 
 # ------------------------------------------------------------------ the checks can fail
@@ -453,8 +504,13 @@ def test_write_fused_on_gpu_equals_xp(cp, monkeypatch):
 
 
 @needs_gpu
+@pytest.mark.parametrize("level", ["elementwise", None])        # None: unset, the 'step' level
 @pytest.mark.parametrize("model,R", [("flmn", 1), ("mann", 1), ("mann", 4)])
-def test_episode_fused_on_gpu_equals_numpy(cp, model, R):
+def test_episode_fused_on_gpu_equals_numpy(cp, model, R, level, monkeypatch):
+    if level is None:
+        monkeypatch.delenv("FLMN_FUSED", raising=False)
+    else:
+        monkeypatch.setenv("FLMN_FUSED", level)
     cfg = ModelConfig(model=model, reads=R, slots=6, **TINY)
     p, x, y = tiny_episode(cfg, seed=2)
     ref = loss_and_grads(p, x, y, cfg)

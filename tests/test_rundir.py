@@ -105,10 +105,11 @@ def test_resume_takes_over_a_run_killed_before_its_first_checkpoint(tiny_run, da
 
 # ---------------------------------------------------------------- what a run records
 
-def test_config_records_where_the_data_came_from_without_a_machine_path(tiny_run, data_dir):
-    text = (tiny_run / "config.json").read_text()
-    record = json.loads(text)
-    assert str(data_dir) not in text and record["config"]["data_dir"] is None
+def test_config_records_where_the_data_came_from(tiny_run, data_dir):
+    """The absolute --data-dir is kept only as data.folder, which strip removes (below)."""
+    record = json.loads((tiny_run / "config.json").read_text())
+    assert record["config"]["data_dir"] is None
+    assert record["data"]["folder"] == str(data_dir.resolve())
     assert record["data"]["chosen_by"] == "--data-dir" and record["data"]["dir"] is None
     assert set(record["data"]["sha256"]) == {"omniglot/images_background.zip",
                                              "omniglot/images_evaluation.zip"}
@@ -236,6 +237,8 @@ def test_strip_removes_the_data_folder_from_a_published_run(tiny_run, data_dir, 
     shutil.copytree(tiny_run, out)
     assert "folder" in json.loads((out / "config.json").read_text())["data"]
     assert checkpoint_main(["strip", str(out / "checkpoint.npz")]) == 0
-    data = json.loads((out / "config.json").read_text())["data"]
+    text = (out / "config.json").read_text()
+    data = json.loads(text)["data"]
     assert "folder" not in data and set(data) == {"chosen_by", "dir", "sha256"}
+    assert str(data_dir.resolve()) not in text and str(data_dir) not in text
     assert str(data_dir.resolve()) not in (out / "config.json").read_text()

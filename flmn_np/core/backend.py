@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from . import kernels
+from . import kernels, step_kernels
 
 BACKENDS = ("auto", "numpy", "cupy", "array_api_strict")
 
@@ -71,8 +71,14 @@ def _start_cupy():
 
     x = cupy.linspace(-1.0, 1.0, 8)
     float(cupy.sum(cupy.tanh(x) * 2.0))            # a CuPy ufunc and reduction: NVRTC + headers
-    if os.environ.get("FLMN_FUSED", "1") != "0":
+    try:
+        level = kernels.env_level()
+    except ValueError as e:
+        raise BackendError(str(e)) from None
+    if level != "xp":
         kernels.build_all(_cupy_namespace())
+    if level == "step":
+        step_kernels.build_all()
 
 
 def get_xp(name="numpy"):

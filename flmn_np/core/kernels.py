@@ -5,8 +5,19 @@ elementwise ops forward and ~15 backward, the memory step ~30 forward and ~40 ba
 launch. Here each run of elementwise work between two products or reductions is one elementwise
 kernel, with the same names and formulas as the `xp` code it replaces (lstm.py, ops.py,
 memory.py, addressing.py) and the same cache layout, so forward and backward can be mixed. The
-products and reductions around them (matmul, vecdot, sum, argmin) stay `xp` calls. They are
-used automatically for CuPy arrays; set FLMN_FUSED=0 to run the plain `xp` code instead.
+products and reductions around them (matmul, vecdot, sum, argmin) stay `xp` calls.
+
+Three levels, chosen for CuPy arrays by the environment variable FLMN_FUSED (`level`), so that
+one GPU run can compare them (`python -m flmn_np.gpucheck`):
+
+    FLMN_FUSED unset or 'step'   each memory step one kernel (step_kernels.py), the time loop
+                                 in 8 launches per step (fused_episode.py, with the LSTM_*_SUM
+                                 kernels below), Adam one launch (ADAM)
+    FLMN_FUSED=elementwise       the elementwise kernels below, each between two xp products
+    FLMN_FUSED=0                 the plain xp code, as on NumPy
+
+Any other value is refused in one line at startup (backend.get_xp). Code outside the episode
+loop (models.step_forward, memviz) takes the elementwise kernels on either fused level.
 
 A kernel is a `KernelSpec` (CuPy's `ElementwiseKernel` arguments: parameters and a C++ body run
 once per element `i`). The wrappers below slice and allocate with `xp` and hand the spec with its
@@ -17,11 +28,13 @@ each body with NVRTC for sm_80 and sm_90 the way CuPy would.
 
 CuPy names its loop index `i` and rejects a parameter of that name, so the input gate is `i_`
 here (as in Chainer's LSTM kernel); every other name matches lstm.py and docs/derivations.md.
+The sigmoid is declared once, in PREAMBLE, and every kernel (these and step_kernels.py) calls it.
 """
 import functools
 import os
 from typing import NamedTuple
 
+import numpy as np
 from array_api_compat import array_namespace
 
 
@@ -33,16 +46,22 @@ class KernelSpec(NamedTuple):
     body: str
 
 
-# docs/derivations.md#lstm-cell.  sigma(z) = 0.5 tanh(z/2) + 0.5, as ops.sigmoid.
+# Declared before every kernel body (ElementwiseKernel's preamble; step_kernels.SOURCE's head).
+PREAMBLE = """
+// sigma(z) = 1 / (1 + exp(-z)), written as 0.5 tanh(z/2) + 0.5 so it never overflows (ops.sigmoid)
+template <typename F> __device__ F sigma(F z) { return (F)0.5 * tanh((F)0.5 * z) + (F)0.5; }
+"""
+
+# docs/derivations.md#lstm-cell.
 LSTM_FORWARD = KernelSpec(
     "flmn_lstm_cell_forward",
     "T z_i, T z_f, T z_o, T z_g, T c_prev",
     "T i_, T f, T o, T g, T c, T tanh_c, T h",
     """
-    i_ = (T)0.5 * tanh((T)0.5 * z_i) + (T)0.5;   // i = sigma(z_i)
-    f = (T)0.5 * tanh((T)0.5 * z_f) + (T)0.5;    // f = sigma(z_f)
-    o = (T)0.5 * tanh((T)0.5 * z_o) + (T)0.5;    // o = sigma(z_o)
-    g = tanh(z_g);                               // g = tanh(z_g)
+    i_ = sigma(z_i);
+    f = sigma(z_f);
+    o = sigma(z_o);
+    g = tanh(z_g);
     c = f * c_prev + i_ * g;                     // c[t] = f * c[t-1] + i * g
     tanh_c = tanh(c);
     h = o * tanh_c;                              // h[t] = o * tanh(c[t])
@@ -61,6 +80,27 @@ LSTM_BACKWARD = KernelSpec(
     dz_g = dc_total * i_ * ((T)1 - g * g);                 // dg * (1-g^2), dg = dc_total * i
     dc_prev = dc_total * f;
     """)
+
+# The two cells of the 'step' level's time loop (fused_episode.py): the same bodies, with the
+# sums around them taken inside. Forward: z = z_in + z_rec (the input part, bias included, and
+# [r; h][t-1] W_rec), and h also written into the next recurrent row (h_rh, a strided view).
+LSTM_FORWARD_SUM = KernelSpec(
+    "flmn_lstm_cell_forward_sum",
+    "T z_in_i, T z_in_f, T z_in_o, T z_in_g, T z_rec_i, T z_rec_f, T z_rec_o, T z_rec_g, T c_prev",
+    "T i_, T f, T o, T g, T c, T tanh_c, T h, T h_rh",
+    """
+    const T z_i = z_in_i + z_rec_i, z_f = z_in_f + z_rec_f;
+    const T z_o = z_in_o + z_rec_o, z_g = z_in_g + z_rec_g;""" + LSTM_FORWARD.body
+    + "h_rh = h;\n")
+
+# Backward: dh = dh_head + dh_next + dh_out (through the interface, from step t+1's controller,
+# from the output layer at t).
+LSTM_BACKWARD_SUM = KernelSpec(
+    "flmn_lstm_cell_backward_sum",
+    "T dh_head, T dh_next, T dh_out, T dc, T i_, T f, T o, T g, T c_prev, T tanh_c",
+    LSTM_BACKWARD.out_params,
+    """
+    const T dh = dh_head + dh_next + dh_out;""" + LSTM_BACKWARD.body)
 
 # [FLMN eq 7-8]: M[t](i) = M[t-1](i) (1 - erase(i)) + w(i) a, broadcast over (B, N, W).
 WRITE = KernelSpec(
@@ -81,7 +121,7 @@ INTERFACE_FORWARD = KernelSpec(
     "flmn_interface_forward",
     "T heads, T gate",
     "T act",
-    "act = gate != (T)0 ? (T)0.5 * tanh((T)0.5 * heads) + (T)0.5 : tanh(heads);")
+    "act = gate != (T)0 ? sigma(heads) : tanh(heads);")
 
 # ops.interface_backward, one kernel per column kind: tanh' = 1 - y^2, sigma' = y (1 - y).
 TANH_BACKWARD = KernelSpec(
@@ -144,14 +184,51 @@ COSINE_CORRECTION = KernelSpec(
     "T dx",
     "dx = A - sum_E / (sq_norm + tiny) * x;")
 
+# core/optim.Adam over its flat buffers, in place: m, v and the params (optim.py has the formulas).
+# one_minus_b1 = 1 - b1 and one_minus_b2 = 1 - b2 come from the host, as the xp code's Python
+# numbers do; lr_t broadcasts (a number, or one per row of stacked buffers).
+ADAM = KernelSpec(
+    "flmn_adam",
+    "T g, T lr_t, T one_minus_b1, T one_minus_b2, T eps",
+    "T p, T m, T v",
+    """
+    m += one_minus_b1 * (g - m);                 // m = b1 m + (1 - b1) g
+    v += one_minus_b2 * (g * g - v);             // v = b2 v + (1 - b2) g^2
+    p -= lr_t * m / (sqrt(v) + eps);
+    """)
+
 SPECS = (LSTM_FORWARD, LSTM_BACKWARD, WRITE, WRITE_ADD, INTERFACE_FORWARD, TANH_BACKWARD,
          SIGMOID_BACKWARD, WRITE_WEIGHTS, USAGE, ADDRESS_FORWARD, ADDRESS_BACKWARD,
-         COSINE_CORRECTION)
+         COSINE_CORRECTION, LSTM_FORWARD_SUM, LSTM_BACKWARD_SUM, ADAM)
+
+# FLMN_FUSED -> level; unset is 'step'.
+LEVELS = {"0": "xp", "elementwise": "elementwise", "step": "step"}
+
+
+def env_level():
+    """The level FLMN_FUSED asks for: 'xp', 'elementwise' or 'step' (the default). Raises
+    ValueError, in one line, for any other value."""
+    value = os.environ.get("FLMN_FUSED", "step")
+    if value not in LEVELS:
+        raise ValueError(f"FLMN_FUSED={value!r} is not one of {', '.join(map(repr, LEVELS))} "
+                         f"(unset: 'step')")
+    return LEVELS[value]
+
+
+def level(x):
+    """The level of array x: 'xp' for anything but CuPy, else env_level()."""
+    return env_level() if type(x).__module__.startswith("cupy") else "xp"
 
 
 def fused(x):
-    """Whether to take the fused path for array x: CuPy, and not switched off."""
-    return type(x).__module__.startswith("cupy") and os.environ.get("FLMN_FUSED", "1") != "0"
+    """Whether x takes a fused path (either level): the elementwise kernels, and in the 'step'
+    level the LSTM cell's kernels outside the episode loop (models.step_forward)."""
+    return level(x) != "xp"
+
+
+def fused_step(x):
+    """Whether x takes the 'step' level: one kernel per memory step, the fused episode."""
+    return level(x) == "step"
 
 
 @functools.cache
@@ -159,7 +236,8 @@ def cupy_kernel(spec):
     """The `cupy.ElementwiseKernel` of a spec (built once; compiled by CuPy at its first call,
     per dtype and number of dimensions)."""
     import cupy
-    return cupy.ElementwiseKernel(spec.in_params, spec.out_params, spec.body, spec.name)
+    return cupy.ElementwiseKernel(spec.in_params, spec.out_params, spec.body, spec.name,
+                                  preamble=PREAMBLE)
 
 
 def launch_cupy(spec, inputs, outputs):
@@ -191,6 +269,30 @@ def lstm_cell_backward(dh, dc, cache, launch=launch_cupy):
     dc_prev = xp.empty((B, H), dtype=dh.dtype)
     launch(LSTM_BACKWARD, (dh, dc, *gate_slices(ifo, H), g, c_prev, tanh_c),
            (*gate_slices(dz, H), dc_prev))
+    return dz, dc_prev
+
+
+def lstm_cell_forward_sum(z_in, z_rec, c_prev, h_rh, launch=launch_cupy):
+    """lstm.lstm_cell_forward of z = z_in + z_rec in one kernel, h also written into h_rh
+    (B, H), a view of the next recurrent row; returns the same (h, c, cache)."""
+    xp = array_namespace(z_in)
+    B, H = c_prev.shape
+    ifo = xp.empty((B, 3 * H), dtype=z_in.dtype)
+    g, c, tanh_c, h = (xp.empty((B, H), dtype=z_in.dtype) for _ in range(4))
+    launch(LSTM_FORWARD_SUM, (*gate_slices(z_in, H), *gate_slices(z_rec, H), c_prev),
+           (*gate_slices(ifo, H), g, c, tanh_c, h, h_rh))
+    return h, c, (ifo, g, c_prev, tanh_c)
+
+
+def lstm_cell_backward_sum(dh_head, dh_next, dh_out, dc, cache, dz, launch=launch_cupy):
+    """lstm.lstm_cell_backward of dh = dh_head + dh_next + dh_out in one kernel, dz (B, 4H)
+    written into the buffer given; returns (dz, dc_prev)."""
+    ifo, g, c_prev, tanh_c = cache
+    xp = array_namespace(dh_head)
+    B, H = dh_head.shape
+    dc_prev = xp.empty((B, H), dtype=dh_head.dtype)
+    launch(LSTM_BACKWARD_SUM, (dh_head, dh_next, dh_out, dc, *gate_slices(ifo, H), g, c_prev,
+                               tanh_c), (*gate_slices(dz, H), dc_prev))
     return dz, dc_prev
 
 
@@ -286,6 +388,16 @@ def address_backward(dw, cache, launch=launch_cupy):
     return dk, dM
 
 
+def adam_update(p, m, v, g, lr_t, beta1, beta2, eps, launch=launch_cupy):
+    """optim.Adam's update of flat buffers p, m, v (..., n) by the gradient g, in place, in one
+    kernel. lr_t: a number, or an array that broadcasts against them ((S, 1) for S stacked
+    models)."""
+    def scalar(value):    # a host number of p's dtype (CuPy types a kernel's T by it)
+        return np.dtype(str(p.dtype).rpartition(".")[2]).type(value)
+    launch(ADAM, (g, lr_t if hasattr(lr_t, "shape") else scalar(lr_t), scalar(1.0 - beta1),
+                  scalar(1.0 - beta2), scalar(eps)), (p, m, v))
+
+
 def build_all(xp, launch=launch_cupy):
     """Run each kernel once through its wrapper on tiny float32 and float64 arrays of `xp`. CuPy
     compiles a kernel at its first call, so this surfaces a missing NVRTC, missing CUDA headers
@@ -305,3 +417,7 @@ def build_all(xp, launch=launch_cupy):
         usage_forward(w[:, 0, :], 0.95, w[:, 0, :], w[:, 0, :], launch)
         w_r, cache = address_forward(a, M, "product", 1e-8, launch)
         address_backward(w_r, cache, launch)
+        z, c0 = xp.zeros((B, 4 * H), dtype=dtype), xp.zeros((B, H), dtype=dtype)
+        h, c, cache = lstm_cell_forward_sum(z, z, c0, xp.empty((B, H), dtype=dtype), launch)
+        lstm_cell_backward_sum(h, h, h, c, cache, xp.empty((B, 4 * H), dtype=dtype), launch)
+        adam_update(z, xp.zeros_like(z), xp.zeros_like(z), z, 1e-3, 0.9, 0.999, 1e-8, launch)

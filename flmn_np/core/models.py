@@ -30,7 +30,7 @@ from typing import NamedTuple, Any
 
 import numpy as np
 
-from . import flmn, mann
+from . import flmn, fused_episode, kernels, mann, step_kernels
 from .addressing import COSINE_EPS_PLACEMENTS
 from .backend import array_namespace
 from .lstm import lstm_cell_forward, lstm_cell_backward
@@ -214,8 +214,12 @@ def episode_forward(params, x, y, cfg):
     """x (*lead, B, T, D) float, y (*lead, B, T) int labels  ->  logits (*lead, B, T, C), cache.
 
     Step t sees x[t] and onehot(y[t-1]) (zeros at the first step)               [FLMN §3].
-    The loop index is the paper's step t minus 1. lead = model_shape(params).
+    The loop index is the paper's step t minus 1. lead = model_shape(params). On CuPy's 'step'
+    level (kernels.level), for one model: fused_episode.episode_forward, the same numbers in 8
+    launches per step (a stack takes the elementwise level).
     """
+    if kernels.fused_step(x) and not model_shape(params) and step_kernels.supported(cfg):
+        return fused_episode.episode_forward(params, *_split_W_lstm(params, cfg), x, y, cfg)
     xp = array_namespace(x)
     lead = model_shape(params)
     B, T = x.shape[-3], x.shape[-2]
@@ -255,6 +259,8 @@ def episode_backward(dlogits, cache):
     Inputs:  dlogits (*lead, B, T, C), cache from episode_forward
     Returns: grads, a dict with exactly the params' keys and shapes
     """
+    if isinstance(cache, fused_episode.EpisodeCache):
+        return fused_episode.episode_backward(dlogits, cache)
     u, hr, step_caches, state_T, params, cfg = cache
     xp = array_namespace(dlogits)
     lead, T, H = model_shape(params), len(step_caches), cfg.hidden

@@ -10,6 +10,7 @@ state is an ordinary one-model state (model_state_dict); S of them make a stack'
 """
 import math
 
+from . import kernels
 from .backend import array_namespace
 
 
@@ -59,6 +60,9 @@ class Adam:
     update, reshaped and subtracted), instead of a dozen per parameter. The params stay separate
     arrays, updated in place. state_dict exposes m and v per key, as views of the buffers.
     For a stack (lead = (S,)) the buffers are (S, n), and lr may be S numbers, one per model.
+    On CuPy's 'step' level (kernels.level) the params move into a flat buffer too, each
+    params[k] becoming a view of it (same values and shape), and a step is one kernel
+    (kernels.ADAM) over the three buffers, after one concat of the grads.
     """
 
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, lead=()):
@@ -79,6 +83,7 @@ class Adam:
         # dtype after its float64 product, as a Python number is when one model steps alone
         self._lr = (xp.reshape(xp.asarray(lr, dtype=xp.float64), (*self.lead, 1))
                     if isinstance(lr, (list, tuple)) else lr)
+        self.p = self.p_views = None      # the 'step' level's flat params and their views
 
     def _flat(self, arrays):
         """Concatenate per-key arrays, in the params' key order, into one flat (*lead, n)."""
@@ -99,11 +104,24 @@ class Adam:
         if not isinstance(lr_t, float):
             lr_t = xp.astype(lr_t, self.m.dtype)
         g = self._flat(grads)
+        if kernels.fused_step(self.m):
+            kernels.adam_update(self._flat_params(params), self.m, self.v, g, lr_t, self.beta1,
+                                self.beta2, self.eps)
+            return
         self.m += (1.0 - self.beta1) * (g - self.m)     # in place: b1 m + (1 - b1) g
         self.v += (1.0 - self.beta2) * (g * g - self.v)
         update = lr_t * self.m / (xp.sqrt(self.v) + self.eps)
         for k, u in self._per_key(update).items():
             params[k] -= u
+
+    def _flat_params(self, params):
+        """The flat params buffer, params[k] views of it: (re)made when a params[k] is not the
+        view handed out (the first step, or an array put there since)."""
+        if self.p is None or any(params[k] is not self.p_views[k] for k in self.shapes):
+            self.p = self._flat(params)
+            self.p_views = self._per_key(self.p)
+            params.update(self.p_views)
+        return self.p
 
     def state_dict(self):
         return {"t": self.t, **{f"m/{k}": v for k, v in self._per_key(self.m).items()},
