@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 A=results/authors
-runs=(); for d in $A/flmn-exp1-s? $A/mann-exp1-s?; do if [ -f "$d/eval_omniglot.json" ]; then runs+=("$d"); fi; done
+runs=(); for d in $A/flmn-exp1-s? $A/mann-exp1-s? $A/flmn-exp1-20000-s? $A/mann-exp1-20000-s?; do if [ -f "$d/eval_omniglot.json" ]; then runs+=("$d"); fi; done
 if [ ${#runs[@]} -gt 0 ]; then
     python -m flmn_np.seeds "${runs[@]}" --csv $A/tables.csv --md $A/tables.md --png $A/curves.png \
         --reference $A/reference.csv
