@@ -191,6 +191,59 @@ def test_disk_full_at_the_last_checkpoint_keeps_the_previous_one(tiny_run, data_
         np.testing.assert_array_equal(ours[k], ref[k], err_msg=k)
 
 
+EARLY = {"--val-classes": 10, "--val-episodes": 2, "--patience": 1}   # stops early at step 4
+
+
+@pytest.fixture(scope="module")
+def early_run(tmp_path_factory, data_dir):
+    """A tiny run that --patience stops early, trained without a fault."""
+    out = tmp_path_factory.mktemp("runs") / "early"
+    assert train_in_process(tiny_flags(data_dir, out, **EARLY)) == 0
+    assert load_checkpoint(out / "checkpoint.npz").step == 4
+    return out
+
+
+def end_state(run_dir):
+    """What a finished run must have whether or not it was stopped on the way: its eval files
+    (without the run's folder), the CSV logs without wall time, best.json."""
+    state = {name: (run_dir / name).read_text() for name in ("validation.csv", "best.json")}
+    for name in ("eval_omniglot.json", "eval_omniglot_best.json"):
+        state[name] = {**json.loads((run_dir / name).read_text()), "run_dir": None}
+    state["metrics.csv"] = [{k: v for k, v in row.items() if k != "wall_time"}
+                            for row in read_metrics(run_dir / "metrics.csv")]
+    return state
+
+
+@pytest.mark.parametrize("module, name, call, kept", [
+    (checkpoint_module, "checkpoint.npz", 2, 2),     # at step 4, the early stop
+    (rundir, "eval_omniglot.json", 1, 4),            # after the last checkpoint
+    (rundir, "eval_omniglot_best.json", 1, 4)])      # at the very end
+def test_disk_full_resumes_exactly_to_the_uninterrupted_end(module, name, call, kept, early_run,
+                                                            data_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    """A run stopped early by --patience: a full disk at its last writes said nothing of what to
+    type, and --resume trained on past the early stop (other parameters, other metrics rows)."""
+    out = tmp_path / "full"
+    fail_on(monkeypatch, module, name, call)
+    code = train_in_process(tiny_flags(data_dir, out, **EARLY))
+    line = one_line_error(capsys, code, "the disk is full")
+    assert load_checkpoint(out / "checkpoint.npz").step == kept
+    evals = [json.loads(p.read_text())["checkpoint_step"] for p in out.glob("eval_*.json")]
+    assert evals in ([], [kept]) and not (out / "eval_omniglot_best.json").exists()
+    monkeypatch.undo()
+    assert train_in_process(["--out", str(out), "--resume"]) == 0
+    ours, ref = params_of(out), params_of(early_run)
+    assert ours.keys() == ref.keys() and all(np.array_equal(ours[k], ref[k]) for k in ref)
+    assert end_state(out) == end_state(early_run)
+    assert json.loads((out / "eval_omniglot.json").read_text())["checkpoint_step"] == 4
+    capsys.readouterr()
+    assert train_in_process(["--out", str(out), "--resume"]) == 0
+    assert "already trained to step 4; pass a larger --patience" in capsys.readouterr().out
+    assert all(np.array_equal(params_of(out)[k], ref[k]) for k in ref)
+    assert f"last good checkpoint (step {kept})" in line, line     # what happened, what to type
+    assert f"python train.py --out {out} --resume" in line, line
+
+
 def test_disk_full_before_config_json_leaves_nothing(data_dir, tmp_path, monkeypatch, capsys):
     fail_on(monkeypatch, rundir, "config.json", call=1)
     code = train_in_process(tiny_flags(data_dir, tmp_path / "new" / "run"))

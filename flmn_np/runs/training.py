@@ -55,7 +55,7 @@ from ..core.models import init_params, loss_and_grads
 from ..core.optim import clip_by_global_norm, make_optimizer
 from .rundir import (CONFIG_NAME, TrainingError, memory_error_line, open_run_dir, os_error_line,
                      run_command, write_json)
-from .validation import BEST_NAME, BestTracker, split_validation
+from .validation import BEST_NAME, BestTracker, ended_early, split_validation
 
 DTYPE = "float32"     # float32 to train (float64 only in the gradient checks)
 OMNIGLOT_FILES = ("images_background.zip", "images_evaluation.zip")
@@ -482,12 +482,13 @@ def finish(run, step, missing):
 
 def train_in(rd):
     """Train the opened run `rd` to its end; 128 + signal number when interrupted. A run already
-    at its last step only gets the end-of-run files a kill left out."""
-    if rd.ckpt is not None and rd.ckpt.step >= rd.cfg.steps:
-        missing = end_files_missing(rd) if rd.ckpt.step == rd.cfg.steps else []
+    at its last step (or ended early by --patience) only gets the end files a kill left out."""
+    early = rd.ckpt is not None and ended_early(rd.path, rd.cfg, rd.ckpt.step)
+    if rd.ckpt is not None and (rd.ckpt.step >= rd.cfg.steps or early):
+        missing = end_files_missing(rd) if rd.ckpt.step <= rd.cfg.steps else []
         if not missing:
-            print(f"{rd.path} is already trained to step {rd.ckpt.step}; pass a larger --steps "
-                  f"to train on")
+            print(f"{rd.path} is already trained to step {rd.ckpt.step}; pass a larger "
+                  + ("--patience" if early else "--steps") + " to train on")
             return 0
         print(f"{rd.path} is trained to step {rd.ckpt.step}; writing what its end left out: "
               f"{', '.join(missing)}")
@@ -500,8 +501,14 @@ def train_in(rd):
         raise
     try:
         step, signum = train(run)
+        if signum is None:   # the end files (a failed write here is resumed like one in train)
+            plot_runs([run.dir], run.dir / "curves.png")
+            if run.best is not None:
+                evaluate_best(run)
     except OSError as e:
-        raise TrainingError(f"{os_error_line(e)}; stopped, {kept_checkpoint(run.dir)}") from None
+        raise TrainingError(f"{os_error_line(e)}; stopped, {kept_checkpoint(run.dir)}; once "
+                            f"fixed, resume with: python train.py --out {run.dir} --resume") \
+            from None
     except MemoryError as e:
         raise TrainingError(f"{memory_error_line(e)}; stopped, {kept_checkpoint(run.dir)}") \
             from None
@@ -509,9 +516,6 @@ def train_in(rd):
         print(f"interrupted ({signal.Signals(signum).name}) at step {step}; checkpoint saved. "
               f"Resume with:\n  python train.py --out {run.dir} --resume", file=sys.stderr)
         return 128 + signum
-    plot_runs([run.dir], run.dir / "curves.png")
-    if run.best is not None:
-        evaluate_best(run)
     print(f"done: {step} steps ({step * run.cfg.batch_size} episodes); run in {run.dir} "
           f"(eval_omniglot.json, curves.png{', best.npz' if run.best else ''})")
     return 0

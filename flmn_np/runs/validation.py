@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import save_checkpoint
-from .rundir import append_row, keep_rows_until, write_json
+from .rundir import append_row, keep_rows_until, read_rows, write_json
 
 BEST_NAME = "best.npz"
 VALIDATION_SEED_TAG = 0x5A1   # keeps the validation draw apart from the split's own permutation
@@ -52,6 +52,29 @@ def _row_score(row, samples):
     return score([float(row[f"val_acc_{k}"]) for k in range(1, samples + 1)])
 
 
+def _best_of(rows, samples):
+    """(best step or None, its score, evaluation points since it) of validation.csv rows."""
+    best_step, best_score = None, -np.inf
+    for r in rows:
+        s = _row_score(r, samples)
+        if s > best_score:
+            best_step, best_score = int(r["step"]), s
+    return best_step, best_score, sum(1 for r in rows if int(r["step"]) > (best_step or 0))
+
+
+def ended_early(run_dir, cfg, step):
+    """True when the run in `run_dir` stopped early (--patience) at `step`: its validation.csv
+    rows up to `step` end there, after --patience points without a better score. Such a run is
+    finished, and --resume from its checkpoint only writes what its end left out."""
+    path = Path(run_dir) / "validation.csv"
+    if not (cfg.patience and cfg.val_classes and path.is_file()):
+        return False
+    rows = [r for r in read_rows(path) if int(r["step"]) <= step]
+    if not rows or int(rows[-1]["step"]) != step:
+        return False
+    return _best_of(rows, cfg.samples)[2] >= cfg.patience
+
+
 class BestTracker:
     """Keeps validation.csv, best.npz and best.json of a run directory up to date."""
 
@@ -61,12 +84,8 @@ class BestTracker:
         self.dir, self.samples = Path(run_dir), samples
         self.csv = self.dir / "validation.csv"
         rows = keep_rows_until(self.csv, _columns(samples), resume_step)
-        self.best_step, self.best_score = None, -np.inf
-        for r in rows:   # the best so far is whatever the kept rows say (best.npz matches it)
-            s = _row_score(r, samples)
-            if s > self.best_score:
-                self.best_step, self.best_score = int(r["step"]), s
-        self.since_best = sum(1 for r in rows if int(r["step"]) > (self.best_step or 0))
+        # the best so far is whatever the kept rows say (best.npz matches it)
+        self.best_step, self.best_score, self.since_best = _best_of(rows, samples)
 
     def update(self, step, acc, loss, params, opt_state, config):
         """Record the validation result at `step`; save best.npz when the score improves.
