@@ -40,7 +40,7 @@ def _command_name():
 
 
 def quiet_ctrl_c_while_loading(prog):
-    """Until the command's own handling takes over (runs.rundir.run_command), a Ctrl-C, say
+    """Until the command's own handling takes over (cli.run_command), a Ctrl-C, say
     while NumPy and the rest load (~0.3 s), ends the process with `prog: interrupted` and exit
     status 130, as it does once the command runs, instead of a traceback. Leaves a SIGINT that
     is ignored (a background job of a script) or handled by someone else as it is."""

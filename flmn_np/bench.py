@@ -32,10 +32,11 @@ import numpy as np
 
 from . import core
 from .core import kernels, step_kernels
-from .core.backend import BACKENDS, BackendError, asarray, backend_name, get_xp
+from .core.backend import BACKENDS, asarray, backend_name, get_xp
 from .core.models import ModelConfig, init_params, loss_and_grads, stack_params
 from .core.optim import Adam, clip_by_global_norm
-from .runs.config import int_at_least
+from .cli import int_at_least, run_command
+from .errors import FlmnError
 
 
 def _sync(xp):
@@ -410,6 +411,10 @@ def main(argv=None):
     parser.add_argument("--stack", type=int_at_least(1), nargs="+", metavar="S",
                         help="time stacks of S models against S single models (e.g. 1 2 5 10)")
     args = parser.parse_args(argv)
+    return run_command("bench", bench_and_print, args)
+
+
+def bench_and_print(args):
     try:
         if args.stack:
             result = bench_stack(args.stack, args.model, args.batch_size, args.backend,
@@ -417,9 +422,8 @@ def main(argv=None):
         else:
             result = bench(args.model, args.batch_size, args.backend, args.reads,
                            warmup=args.warmup, repeats=args.repeats)
-    except (BackendError, ValueError) as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:     # a model the flags cannot make (ModelConfig, FLMN_FUSED)
+        raise FlmnError(str(e)) from None
     if args.json:
         print(json.dumps(result))
     elif args.stack:

@@ -22,11 +22,12 @@ from .core.backend import BACKENDS, backend_name, get_xp
 from .data.episodes import EpisodeSource
 from .data.sources import mnist_source, omniglot_data
 from .runs.checkpoint import CHECKPOINT_NAME
-from .runs.config import check_episode_sizes, int_at_least, model_config
+from .cli import int_at_least, run_command
+from .runs.config import check_episode_sizes, model_config
 from .runs.datafolder import run_data_dir
 from .runs.evaluation import eval_record, evaluate_params, load_run, params_from_checkpoint
 from .runs.metrics import format_accuracy_table
-from .runs.rundir import run_command, write_json
+from .runs.rundir import write_json
 from .runs.validation import BEST_NAME
 
 

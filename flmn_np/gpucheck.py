@@ -40,7 +40,7 @@ from .bench import bench, gpu_stack, operation_counts, stack_markdown
 from .core.backend import BackendError, get_xp, to_numpy
 from .core.models import ModelConfig, init_params, loss_and_grads
 from .core.optim import Adam
-from .runs.config import int_at_least
+from .cli import int_at_least, run_command
 
 REPO = Path(__file__).resolve().parents[1]
 LOSS_TOL = {"float64": 1e-9, "float32": 1e-3}
@@ -274,11 +274,14 @@ def main(argv=None):
                         help="timed steps per benchmark")
     parser.add_argument("--out", type=str, default="results/gpucheck", help="report folder")
     args = parser.parse_args(argv)
+    return run_command("gpucheck", run_on_gpu, args)
+
+
+def run_on_gpu(args):
     try:
         return run(args)
     except BackendError as e:
-        print(f"gpucheck: no usable GPU: {e}", file=sys.stderr)
-        return 2
+        raise BackendError(f"no usable GPU: {e}") from None
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ import sys
 
 import numpy as np
 
-from .core.backend import BACKENDS, asarray, get_xp, to_numpy, BackendError
+from .core.backend import BACKENDS, asarray, get_xp, to_numpy
 from .core.models import (ModelConfig, forward, init_params, initial_state, loss_and_grads, param_shapes,
                           step_forward)
 from .core.ops import previous_label_onehot
-from .runs.config import float_in, int_at_least
+from .cli import float_in, int_at_least, run_command
+from .errors import FlmnError
 
 TINY = dict(input_size=4, n_classes=3, hidden=5, width=3)
 
@@ -121,14 +122,19 @@ def main(argv=None):
     parser.add_argument("--tol", type=float_in(0.0, float("inf"), low_open=True), default=1e-6,
                         help="largest accepted norm ratio")
     args = parser.parse_args(argv)
+    return run_command("gradcheck", check_and_print, args)
+
+
+def check_and_print(args):
     try:
         xp = get_xp(args.backend)
         cfg = ModelConfig(model=args.model, reads=args.reads, slots=args.slots,
                           mann_add=args.mann_add, **TINY)
         errors = check_episode(cfg, xp, seed=args.seed)
-    except (ValueError, BackendError, RuntimeError) as e:
-        print(f"gradcheck: error: {e}", file=sys.stderr)
-        return 2
+    except FlmnError:
+        raise
+    except (ValueError, RuntimeError) as e:  # a model the flags cannot make, a changed choice
+        raise FlmnError(str(e)) from None
     print(f"{args.model} (R={cfg.reads}, N={cfg.n_slots}, W={cfg.width}, H={cfg.hidden}, "
           f"C={cfg.n_classes}, D={cfg.input_size}), B=2, T=8, float64, {args.backend}, h=1e-6")
     print(f"{'parameter':<10} {'shape':>10} {'|a-n|/(|a|+|n|)':>18}")

@@ -19,11 +19,11 @@ from .core.backend import get_xp, to_numpy, asarray
 from .data.episodes import EpisodeSource, draw_batch
 from .data.files import atomic_write
 from .data.sources import omniglot_data
-from .runs.config import check_episode_sizes, int_at_least, model_config
+from .cli import int_at_least, run_command
+from .runs.config import check_episode_sizes, model_config
 from .runs.curves import check_image_path
 from .runs.datafolder import run_data_dir
 from .runs.evaluation import load_run, params_from_checkpoint
-from .runs.rundir import run_command
 from .core.models import initial_state, step_forward
 from .core.ops import previous_label_onehot
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .runs.config import ConfigError
 from .runs.curves import check_image_path, plot_runs
-from .runs.rundir import run_command
+from .cli import run_command
 
 
 def main(argv=None):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .runs.config import ConfigError
 from .runs.metrics import ordinal
-from .runs.rundir import run_command
+from .cli import run_command
 
 
 def row(run_dir, dataset, instances, best=False):

@@ -27,7 +27,7 @@ import numpy as np
 
 from .runs.config import ConfigError
 from .runs.metrics import column, ordinal, read_metrics
-from .runs.rundir import run_command
+from .cli import run_command
 
 INSTANCES = (1, 2, 3, 4, 5, 10)
 EVALUATIONS = (("omniglot", "last", "eval_omniglot.json"),

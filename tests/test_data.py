@@ -9,6 +9,8 @@ import gzip
 import io
 import os
 import re
+import subprocess
+import sys
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -472,5 +474,23 @@ def test_show_refuses_what_it_cannot_draw_in_one_line(data_dir, tmp_path, monkey
     """Episode sizes the data cannot supply and files that cannot be written: exit 2, one line."""
     monkeypatch.chdir(tmp_path)
     assert cli.main(["show", "--out", "episode.png", "--data-dir", str(data_dir), "--no-download", *flags]) == 2
-    err = capsys.readouterr().err.strip()
-    assert says in err and len(err.splitlines()) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("data: error: ") and says in err and err.count("\n") == 1, err
+
+
+def test_the_data_command_ends_as_every_command_in_one_line(tmp_path):
+    """`python -m flmn_np.data` goes through cli.run_command: `data: error: ...`, exit 2, and
+    the common flag types."""
+    repo = Path(cli.__file__).resolve().parents[2]
+    env = {"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "1",
+           "HOME": str(tmp_path)}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "flmn_np.data", *args], cwd=tmp_path,
+                                       capture_output=True, text=True, env=env)
+    proc = run("show", "--out", "e.png", "--data-dir", str(tmp_path), "--no-download")
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith("data: error: missing data file(s) under ") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    proc = run("show", "--out", "e.png", "--classes", "0")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1].endswith(
+        "error: argument --classes: must be an integer >= 1, got 0"), proc.stderr

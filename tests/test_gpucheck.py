@@ -37,7 +37,7 @@ def assert_one_line(proc, *words):
 @no_gpu_only
 def test_gpucheck_without_gpu_is_one_line(tmp_path):
     proc = run_cli(["-m", "flmn_np.gpucheck", "--out", str(tmp_path / "out")], tmp_path)
-    assert_one_line(proc, "gpucheck: no usable GPU", "CuPy")
+    assert_one_line(proc, "gpucheck: error: no usable GPU", "CuPy")
     assert not (tmp_path / "out").exists()
 
 

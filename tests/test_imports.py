@@ -1,13 +1,16 @@
 """The package's import structure, read from the source with `ast` (nothing is imported):
 intra-package imports form no cycle, none sits inside a function, and the layers hold:
 
-    core      the numerical core                  imports only core
-    data      files, images, episodes             imports only data and core
-    runs      run directories, the training loop  imports only runs, data, core (and the
-                                                  package's __version__)
+    base      errors (the error base), cli        imports only base
+              (the command wrapper, flag types)
+    core      the numerical core                  imports only core and base
+    data      files, images, episodes             imports only data, core and base
+    runs      run directories, the training loop  imports only runs, data, core, base (and
+                                                  the package's __version__)
     commands  (the rest)                          may import anything below them
 
-so no module under core/, data/ or runs/ imports a command.
+so no module under core/, data/ or runs/ imports a command, and the wrapper every command goes
+through (cli.run_command) and the error base it catches depend on nothing above them.
 """
 import ast
 from pathlib import Path
@@ -17,8 +20,10 @@ import pytest
 PACKAGE = "flmn_np"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 FUNCTION_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
-ALLOWED = {"core": {"core"}, "data": {"core", "data"},   # layer -> layers it may import
-           "runs": {"root", "core", "data", "runs"}}   # root: the package's __version__
+BASE = {f"{PACKAGE}.errors", f"{PACKAGE}.cli"}     # the bottom layer, importable from anywhere
+ALLOWED = {"base": {"base"}, "core": {"base", "core"},   # layer -> layers it may import
+           "data": {"base", "core", "data"},
+           "runs": {"root", "base", "core", "data", "runs"}}   # root: the package's __version__
 
 
 def module_name(path):
@@ -31,8 +36,10 @@ MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
 
 
 def layer(module):
-    """'core', 'data' or 'runs' for modules in those subpackages, 'root' for the package itself,
-    'commands' for the modules at the top (evaluate, plot, ...)."""
+    """'core', 'data' or 'runs' for modules in those subpackages, 'base' for errors and cli,
+    'root' for the package itself, 'commands' for the modules at the top (evaluate, plot, ...)."""
+    if module in BASE:
+        return "base"
     parts = module.split(".")
     if len(parts) == 1:
         return "root"
@@ -111,6 +118,9 @@ def test_the_parser_sees_the_package_and_its_imports():
     edges = {(a, b) for a, b, _, _ in IMPORTS}
     assert ("flmn_np.data.episodes", "flmn_np.data.augment") in edges       # from .augment import ...
     assert ("flmn_np.runs.training", "flmn_np.data.episodes") in edges      # from ..data.episodes import ...
+    assert ("flmn_np.cli", "flmn_np.errors") in edges            # from .errors import ...
+    assert ("flmn_np.data.cli", "flmn_np.cli") in edges          # from ..cli import ...
+    assert BASE <= set(MODULES) and {layer(m) for m in BASE} == {"base"}
     assert all(b in MODULES for _, b in edges), sorted(b for _, b in edges if b not in MODULES)
 
 
@@ -135,3 +145,11 @@ def test_layers_hold(low):
     wrong = [f"{MODULES[a].relative_to(ROOT.parent)}:{line} imports {b} ({layer(b)})"
              for a, b, line, _ in IMPORTS if layer(a) == low and layer(b) not in ALLOWED[low]]
     assert wrong == []
+
+
+def test_the_base_layer_imports_nothing_above_it():
+    """errors.py and cli.py (the error base and the command wrapper) import only each other."""
+    above = [f"{MODULES[a].relative_to(ROOT.parent)}:{line} imports {b}"
+             for a, b, line, _ in IMPORTS if a in BASE and b not in BASE]
+    assert above == []
+    assert {b for a, b, _, _ in IMPORTS if a in BASE} == {f"{PACKAGE}.errors"}

@@ -9,12 +9,13 @@ import os
 
 import numpy as np
 
+from ..errors import FlmnError
 from . import kernels, step_kernels
 
 BACKENDS = ("auto", "numpy", "cupy", "array_api_strict")
 
 
-class BackendError(RuntimeError):
+class BackendError(FlmnError, RuntimeError):
     """A backend was asked for that cannot be used here (the message says why, in one line)."""
 
 

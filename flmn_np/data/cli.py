@@ -6,13 +6,15 @@
 
 `check` verifies every known file's checksum and counts the characters and digits (exit status 1
 if anything is off); `show` draws one episode in presentation order with each step's label and
-the previous label fed to the model. Errors in the files end with exit status 2 and one line.
+the previous label fed to the model. Errors in the files end with exit status 2 and one line,
+`data: error: ...`, as in every command (cli.run_command).
 """
 import argparse
 import sys
 
 import numpy as np
 
+from ..cli import int_at_least, run_command
 from ..core.ops import previous_label_onehot
 from .episodes import sample_episodes
 from .files import KNOWN_FILES, DataError, checksum_status, resolve_data_dir
@@ -95,20 +97,6 @@ def show(args):
     return 0
 
 
-def _nonnegative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m flmn_np.data",
                                      description="Check the data files, or plot one episode.")
@@ -122,9 +110,9 @@ def build_parser():
     p.add_argument("--out", type=str, required=True, help="PNG file to write")
     p.add_argument("--dataset", type=str, choices=("omniglot", "mnist"), default="omniglot")
     p.add_argument("--augment", action="store_true", help="Experiment II augmentation (Omniglot)")
-    p.add_argument("--classes", type=_positive_int, default=5, help="C, classes per episode")
-    p.add_argument("--samples", type=_positive_int, default=10, help="S, samples per class")
-    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--classes", type=int_at_least(1), default=5, help="C, classes per episode")
+    p.add_argument("--samples", type=int_at_least(1), default=10, help="S, samples per class")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--cache-dir", type=str, default=None)
     p.add_argument("--no-download", action="store_true", help="never try to download")
     return parser
@@ -135,11 +123,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "show" and args.augment and args.dataset != "omniglot":
         parser.error("--augment needs --dataset omniglot (it works on the 105x105 images)")
-    try:
-        return check(args.data_dir) if args.command == "check" else show(args)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.command == "check":
+        return run_command("data", check, args.data_dir)
+    return run_command("data", show, args)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
+from ..errors import FlmnError
+
 DOWNLOAD_TIMEOUT_S = 10.0
 
 _OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{}"
@@ -65,7 +67,7 @@ MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 _urlopen = urllib.request.urlopen
 
 
-class DataError(Exception):
+class DataError(FlmnError):
     """A data file is missing, corrupt or not what it should be (the message says what to do)."""
 
 

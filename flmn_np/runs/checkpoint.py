@@ -25,8 +25,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..cli import run_command
 from ..core.backend import to_numpy
 from ..data.files import atomic_write
+from ..errors import FlmnError
 from .config import to_json
 from .datafolder import drop_folder
 
@@ -34,7 +36,7 @@ CHECKPOINT_NAME = "checkpoint.npz"
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FlmnError, RuntimeError):
     """A checkpoint that is missing, unreadable, not finite or belongs to another run."""
 
 
@@ -151,14 +153,14 @@ def main(argv=None):
     parser.add_argument("command", choices=("strip",))
     parser.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
-    try:
-        for f in args.files:
-            strip_optimizer_state(f)
-            strip_data_folder(Path(f).parent)
-            print(f"{f}: parameters only")
-    except (CheckpointError, OSError) as e:
-        print(f"checkpoint: error: {e}", file=sys.stderr)
-        return 2
+    return run_command("checkpoint", strip_all, args.files)
+
+
+def strip_all(files):
+    for f in files:
+        strip_optimizer_state(f)
+        strip_data_folder(Path(f).parent)
+        print(f"{f}: parameters only")
     return 0
 
 

@@ -13,14 +13,15 @@ The fields split into two groups:
 import argparse
 import dataclasses
 import json
-import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cli import float_in, int_at_least
 from ..core.backend import BACKENDS
 from ..core.models import ModelConfig
 from ..core.optim import OPTIMIZERS
+from ..errors import FlmnError
 
 IDENTITY_FIELDS = (
     "model", "experiment", "batch_size", "classes", "samples", "hidden", "slots", "width", "reads",
@@ -33,7 +34,7 @@ IDENTITY_FIELDS = (
 LEGACY_DEFAULTS = {"cosine_eps": "inside"}
 
 
-class ConfigError(ValueError):
+class ConfigError(FlmnError, ValueError):
     """A command line or run directory that cannot be used (the message says what to do)."""
 
 
@@ -127,32 +128,6 @@ def _has_type(value, annotation):
         if t is float and isinstance(value, (int, float)) or isinstance(value, t):
             return True
     return False
-
-
-def int_at_least(low):
-    """argparse type: an int >= low."""
-    def parse(s):
-        v = int(s)
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {s}")
-        return v
-    parse.__name__ = "int"
-    return parse
-
-
-def float_in(low, high, low_open=False):
-    """argparse type: a finite float in [low, high] (or (low, high] with low_open)."""
-    def parse(s):
-        v = float(s)
-        if not (low < v if low_open else low <= v) or not v <= high or not math.isfinite(v):
-            if high == math.inf:
-                want = f"a finite number {'>' if low_open else '>='} {low}"
-            else:
-                want = f"a number in {'(' if low_open else '['}{low}, {high}]"
-            raise argparse.ArgumentTypeError(f"must be {want}, got {s}")
-        return v
-    parse.__name__ = "float"
-    return parse
 
 
 def build_parser():

@@ -1,5 +1,5 @@
 """The run directory (--out): one writer at a time, files that are whole or absent, a recorded
-config that every reader checks, and one way for a command to report what went wrong.
+config that every reader checks. (How a command reports what went wrong: cli.run_command.)
 
     .lock           held (fcntl.flock) by the train.py writing the directory, for the life of its
                     process; it names the holder's pid. The kernel drops the lock when the process
@@ -13,18 +13,16 @@ first drops every row past its checkpoint's step (`keep_rows_until`), so it appe
 rows the uninterrupted run would have.
 """
 import csv
-import errno
 import fcntl
 import io
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
-from ..core.backend import BackendError
-from ..data.files import DataError, atomic_write
+from ..data.files import atomic_write
 from ..data.splits import make_split
+from ..errors import FlmnError
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
 from .config import ConfigError, TrainConfig, identity_diff, merge_for_resume, model_config, to_json
 
@@ -32,12 +30,9 @@ LOCK_NAME = ".lock"
 CONFIG_NAME = "config.json"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(FlmnError, RuntimeError):
     """Training cannot go on (a non-finite loss, a disk that is full); the message says why and
     what was kept."""
-
-
-KNOWN_ERRORS = (ConfigError, CheckpointError, BackendError, DataError, TrainingError)
 
 
 # ---------------------------------------------------------------- one writer
@@ -267,53 +262,3 @@ def append_row(path, columns, row):
     """Append one row to a CSV log, flushed, so that a killed run keeps its rows."""
     with open(path, "a", newline="") as f:
         csv.DictWriter(f, fieldnames=columns, lineterminator="\n").writerow(row)
-
-
-# ---------------------------------------------------------------- commands
-
-def os_error_line(e):
-    """An OSError as one line: which file, what the system said."""
-    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
-    what = e.strerror or str(e) or type(e).__name__
-    if e.errno == errno.ENOSPC:
-        what += " (the disk is full)"
-    return f"{where}: {what}" if where else what
-
-
-def memory_error_line(e):
-    """A MemoryError as one line: sizes (--batch-size, --hidden, --slots, --width, --episodes)
-    too large for this machine."""
-    what = str(e).split(" for an array")[0] if str(e) else "MemoryError"
-    return (f"out of memory ({what}); use smaller sizes (--batch-size, --hidden, --slots, "
-            f"--width, --classes, --samples)")
-
-
-def run_command(prog, fn, *args):
-    """Call fn(*args) and return its exit code; a known problem or an OSError prints one line
-    `prog: error: ...` and gives 2, Ctrl-C or SIGTERM gives 130 (no traceback in any case)."""
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    # SIGINT explicitly too: a process started as a background job of a script (`cmd &`)
-    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt for it.
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, terminate),
-                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
-    try:
-        return fn(*args)
-    except KNOWN_ERRORS as e:
-        return _fail(prog, str(e))
-    except OSError as e:
-        return _fail(prog, os_error_line(e))
-    except MemoryError as e:
-        return _fail(prog, memory_error_line(e))
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _fail(prog, message):
-    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
-    return 2

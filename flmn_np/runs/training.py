@@ -53,8 +53,8 @@ from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, m
                       per_instance_counts, start_metrics)
 from ..core.models import init_params, loss_and_grads
 from ..core.optim import clip_by_global_norm, make_optimizer
-from .rundir import (CONFIG_NAME, TrainingError, memory_error_line, open_run_dir, os_error_line,
-                     run_command, write_json)
+from ..cli import memory_error_line, os_error_line, run_command
+from .rundir import CONFIG_NAME, TrainingError, open_run_dir, write_json
 from .validation import BEST_NAME, BestTracker, ended_early, split_validation
 
 DTYPE = "float32"     # float32 to train (float64 only in the gradient checks)
