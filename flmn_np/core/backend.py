@@ -5,7 +5,6 @@ and uses only array-API standard functions, so the same code runs on all three.
 array_api_strict is the CPU stand-in for CuPy in tests: it rejects NumPy-only calls.
 """
 import functools
-import os
 
 import numpy as np
 

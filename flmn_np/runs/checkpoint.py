@@ -125,7 +125,8 @@ def check_shapes(loaded, expected, what="parameters"):
 
 def strip_optimizer_state(path):
     """Rewrite a checkpoint with its parameters, step and config only: a third of the size, for
-    publishing a finished run that others re-evaluate. `evaluate` reads it; `--resume` refuses it."""
+    publishing a finished run that others re-evaluate. `evaluate` reads it; `--resume` refuses
+    it."""
     ckpt = load_checkpoint(path)
     save_checkpoint(path, ckpt.params, {}, ckpt.step, ckpt.config)
 
@@ -147,9 +148,10 @@ def strip_data_folder(run_dir):
 def main(argv=None):
     """python -m flmn_np.runs.checkpoint strip FILE [FILE ...]: each checkpoint to its
     parameters, and the config.json beside it without the data folder's machine path."""
-    parser = argparse.ArgumentParser(prog="python -m flmn_np.runs.checkpoint",
-                                     description="Strip the optimizer state from finished runs' "
-                                                 "checkpoints (they can then be evaluated, not resumed).")
+    parser = argparse.ArgumentParser(
+        prog="python -m flmn_np.runs.checkpoint",
+        description="Strip the optimizer state from finished runs' checkpoints (they can then be "
+                    "evaluated, not resumed).")
     parser.add_argument("command", choices=("strip",))
     parser.add_argument("files", nargs="+")
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@ config that every reader checks. (How a command reports what went wrong: cli.run
     .lock           held (fcntl.flock) by the train.py writing the directory, for the life of its
                     process; it names the holder's pid. The kernel drops the lock when the process
                     dies, so even a `kill -9` leaves no stale lock; the file goes when the run ends.
-    config.json     the run's record (training.run_record); read back with `read_record`
+    config.json     the run's record (setup.run_record); read back with `read_record`
 
 Every file of a run is written whole (data.files.atomic_write: a temp file renamed into place)
 except the two logs, metrics.csv and validation.csv, which grow by one flushed row at a time. A
@@ -198,6 +198,18 @@ def check_belongs(ckpt, cfg, path):
     diff = identity_diff(TrainConfig.from_dict(ckpt.config), cfg)
     if diff:
         raise CheckpointError(f"{path} is from another run: it has {diff}")
+
+
+def kept_checkpoint(run_dir):
+    """What a stopped run leaves behind, for its error message."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        return "no checkpoint was written yet (--resume starts the run again from step 0)"
+    try:
+        step = load_checkpoint(path).step
+    except CheckpointError as e:
+        return f"no usable checkpoint is left ({e})"
+    return f"the last good checkpoint (step {step}) is kept in {run_dir}"
 
 
 def write_json(path, obj):

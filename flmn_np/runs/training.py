@@ -1,4 +1,5 @@
-"""The training run behind train.py: set up or resume a run, train, log, evaluate, save.
+"""The training loop behind train.py: set up (setup.py) or resume a run, train, log, evaluate,
+checkpoint, and write the end of the run (finish.py).
 
 Run directory (--out; opened, locked and checked by rundir.py):
     config.json     the TrainConfig, model config, class split, where the data came from (the
@@ -19,200 +20,31 @@ uninterrupted run would (bitwise on NumPy), and evaluation never changes what tr
 Host syncs: none per step. Loss, gradient norm and per-instance counts are summed on the device
 and read back every --log-every steps (progress bar, metrics.csv, the NaN check).
 """
-import dataclasses
-import datetime
 import functools
-import json
 import math
-import os
 import signal
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
-from .. import __version__
-from ..data.augment import rotated_class_ids
-from ..core.backend import (array_namespace, asarray, backend_name, cupy_status, get_xp,
-                            to_numpy)
-from .checkpoint import (CHECKPOINT_NAME, CheckpointError, check_shapes, load_checkpoint,
-                         save_checkpoint)
+from ..cli import memory_error_line, os_error_line, run_command
+from ..core.backend import array_namespace, asarray, to_numpy
+from ..core.models import loss_and_grads
+from ..core.optim import clip_by_global_norm
+from ..data.episodes import Prefetcher, draw_batch
+from .checkpoint import CHECKPOINT_NAME, save_checkpoint
+from .config import parse_args
 from .curves import plot_runs
-from .datafolder import run_data_dir
-from .evaluation import eval_record, evaluate_params, params_from_checkpoint
-from .config import (ConfigError, TrainConfig, check_episode_sizes, model_config, parse_args)
-from ..data.episodes import EpisodeSource, Prefetcher, draw_batch
-from ..data.files import KNOWN_FILES, file_hashes, resolve_data_dir
-from ..data.sources import omniglot_data
-from ..data.splits import make_split
+from .evaluation import evaluate_params
+from .finish import end_files_missing, evaluate_best, evaluate_now, finish
 from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, make_row,
                       per_instance_counts, start_metrics)
-from ..core.models import init_params, loss_and_grads
-from ..core.optim import clip_by_global_norm, make_optimizer
-from ..cli import memory_error_line, os_error_line, run_command
-from .rundir import CONFIG_NAME, TrainingError, open_run_dir, write_json
-from .validation import BEST_NAME, BestTracker, ended_early, split_validation
-
-DTYPE = "float32"     # float32 to train (float64 only in the gradient checks)
-OMNIGLOT_FILES = ("images_background.zip", "images_evaluation.zip")
-
-
-class Run(NamedTuple):
-    """Everything a training loop needs, built once by `setup`."""
-    cfg: TrainConfig
-    dir: Path
-    xp: object
-    mcfg: object          # models.ModelConfig
-    params: dict
-    opt: object
-    start_step: int
-    train: EpisodeSource
-    test: EpisodeSource
-    val: EpisodeSource | None     # validation classes (--val-classes), else None
-    best: BestTracker | None
-
-
-# ---------------------------------------------------------------- setting up
-
-def choose_backend(name):
-    """get_xp, printing which backend runs and, for 'auto' without CuPy, why."""
-    xp = get_xp(name)
-    note = ""
-    if name == "auto" and backend_name(xp) == "numpy":
-        note = f" ({cupy_status()[1]})"
-    print(f"backend: {backend_name(xp)}{note}")
-    return xp
-
-
-def class_split(cfg):
-    """(train_ids, test_ids, val_ids): the run's split, with --val-classes of the training
-    classes moved to val_ids (empty without it)."""
-    train_ids, test_ids = make_split(cfg.split, cfg.split_seed)
-    val_ids = np.zeros(0, dtype=np.int64)
-    if cfg.val_classes:
-        try:
-            train_ids, val_ids = split_validation(train_ids, cfg.val_classes, cfg.split_seed)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    return train_ids, test_ids, val_ids
-
-
-def load_sources(cfg, data_dir):
-    """(data_dir, EpisodeSource for training, held-out test and validation (None without
-    --val-classes), (train_ids, test_ids, val_ids)). With --rotations90 the training classes
-    include their rotations; held-out and validation ones do not. ConfigError when an episode
-    size does not fit a class set (checked here, before the first step)."""
-    train_ids, test_ids, val_ids = class_split(cfg)
-    sizes = {"held-out test": test_ids.size, "validation": val_ids.size or None}
-    check_episode_sizes(cfg, {"training": train_ids.size * (4 if cfg.rotations90 else 1),
-                              **{k: v for k, v in sizes.items() if v}}, drawers=cfg.samples)
-    images, augment = omniglot_data(cfg, data_dir)
-    check_episode_sizes(cfg, {}, drawers=images.shape[1])
-    train_classes = train_ids
-    if cfg.rotations90:   # images holds 4 blocks: the plain classes, then 3 rotations of them
-        train_classes = rotated_class_ids(train_ids, images.shape[0] // 4)
-    val = EpisodeSource(images, val_ids, augment) if val_ids.size else None
-    return (data_dir, EpisodeSource(images, np.asarray(train_classes), augment),
-            EpisodeSource(images, np.asarray(test_ids), augment), val,
-            (train_ids, test_ids, val_ids))
-
-
-def run_record(cfg, mcfg, xp, split_ids, data_dir):
-    """The content of config.json for a fresh run."""
-    train_ids, test_ids, val_ids = split_ids
-    split = {"name": cfg.split, "seed": cfg.split_seed,
-             "train_ids": [int(i) for i in train_ids], "test_ids": [int(i) for i in test_ids]}
-    if val_ids.size:
-        split["val_ids"] = [int(i) for i in val_ids]
-    return {
-        "config": cfg.to_dict(),
-        "model_config": {**dataclasses.asdict(mcfg), "n_slots": mcfg.n_slots},
-        "seed": cfg.seed,
-        "split": split,
-        "data": data_record(cfg, data_dir),
-        "version": __version__,
-        "backend": backend_name(xp),
-        "dtype": DTYPE,
-        "start_time": now(),
-        "resumes": [],
-    }
-
-
-def data_record(cfg, data_dir):
-    """Where the run's data came from, without a path of this machine: how the folder was chosen,
-    the folder only when it was given as a relative path, and the sha256 of the Omniglot files;
-    "folder", the absolute path, is for the commands that read the run later (datafolder.py)
-    and is removed before a run is published."""
-    chosen_by = ("--data-dir" if cfg.data_dir is not None else
-                 "FLMN_DATA_DIR" if os.environ.get("FLMN_DATA_DIR") else "default")
-    data_dir = Path(data_dir)
-    sha256 = {}
-    for name in OMNIGLOT_FILES:
-        relpath = KNOWN_FILES[name].relpath
-        sha256[relpath] = file_hashes(data_dir / relpath)[0]
-    return {"chosen_by": chosen_by, "dir": None if data_dir.is_absolute() else str(data_dir),
-            "folder": str(data_dir.resolve()), "sha256": sha256}
-
-
-def now():
-    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def setup(rd):
-    """Load data, build params and optimizer or restore them from the checkpoint, and write
-    config.json last: a start that fails before it leaves nothing (rundir.RunDir.abandon)."""
-    cfg, ckpt = rd.cfg, rd.ckpt
-    mcfg = model_config(cfg)
-    if cfg.patience and not cfg.val_classes:
-        raise ConfigError("--patience needs --val-classes (the classes that decide when to stop)")
-    xp = choose_backend(cfg.backend)
-    if rd.record is None:
-        data_dir = resolve_data_dir(cfg.data_dir)
-    else:   # --data-dir given now, else the folder the run recorded (datafolder.py)
-        given = cfg.data_dir if cfg.data_dir != rd.record["config"].get("data_dir") else None
-        data_dir = run_data_dir(rd.record, given)
-    data_dir, train, test, val, split_ids = load_sources(cfg, data_dir)
-    params = init_params(mcfg, cfg.seed, xp, DTYPE)
-    opt = make_optimizer(cfg.optimizer, params, lr=cfg.lr)
-    start_step = 0 if ckpt is None else ckpt.step
-    if rd.record is None:
-        record = run_record(cfg, mcfg, xp, split_ids, data_dir)
-    else:
-        record = rd.record
-        if record["split"]["test_ids"] != [int(i) for i in split_ids[1]]:
-            raise CheckpointError(f"the class split made now differs from the one recorded in "
-                                  f"{rd.path / CONFIG_NAME}; cannot resume")
-        if ckpt is not None:
-            params = restore(ckpt, params, opt, xp)
-        record["config"] = cfg.to_dict()
-        record.setdefault("resumes", []).append(
-            {"time": now(), "step": start_step, "backend": backend_name(xp)})
-        print(f"resuming {rd.path} at step {start_step}"
-              + ("" if ckpt else " (it stopped before its first checkpoint)"))
-    write_json(rd.path / CONFIG_NAME, record)
-    best = None
-    if val is not None:
-        best = BestTracker(rd.path, cfg.samples,
-                           resume_step=None if rd.record is None else start_step)
-    return Run(cfg, rd.path, xp, mcfg, params, opt, start_step, train, test, val, best)
-
-
-def restore(ckpt, params, opt, xp):
-    """The checkpoint's parameters on `xp`, and its state loaded into `opt`, after checking both
-    against the model's shapes."""
-    check_shapes(ckpt.params, params)
-    if not ckpt.opt_state:
-        raise CheckpointError("the checkpoint holds parameters only (optimizer state stripped for "
-                              "publishing): it can be evaluated, not resumed")
-    check_shapes(ckpt.opt_state, opt.state_dict(), "optimizer state")
-    opt.load_state_dict({k: v if v.dtype.kind in "iu" else asarray(v, xp)
-                         for k, v in ckpt.opt_state.items()})
-    return {k: asarray(v, xp) for k, v in ckpt.params.items()}
-
+from .rundir import TrainingError, kept_checkpoint, open_run_dir, write_json
+from .setup import DTYPE, setup
+from .validation import ended_early
 
 # ---------------------------------------------------------------- the loop
 
@@ -270,25 +102,6 @@ def is_eval_step(cfg, step):
     return step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
 
 
-def evaluate_on_test(run, params, step, episodes, title):
-    """Held-out per-instance accuracy (S,) of `params` on `episodes` test episodes, printed as a
-    table, and the record `python -m flmn_np.evaluate` would write for it."""
-    acc, loss = evaluate_params(params, run.mcfg, run.test, episodes, run.cfg.samples,
-                                run.cfg.eval_seed)
-    tqdm.write(format_accuracy_table(acc, episodes, title=title))
-    return acc, eval_record(run.dir, run.cfg, "omniglot", episodes, run.cfg.eval_seed, step,
-                            backend_name(run.xp), loss, acc)
-
-
-def evaluate_now(run, step, final):
-    """(held-out per-instance accuracy (S,), its eval record) at `step`; (None, None) when the
-    number of episodes for this point (--eval-episodes, or --final-eval-episodes) is 0."""
-    episodes = run.cfg.final_eval_episodes if final else run.cfg.eval_episodes
-    if episodes == 0:
-        return None, None
-    return evaluate_on_test(run, run.params, step, episodes, f"held-out, step {step}")
-
-
 def validate_now(run, step):
     """Score the parameters on the validation classes, keep best.npz up to date. Returns True
     when --patience evaluation points have passed without a better score (stop early)."""
@@ -301,33 +114,10 @@ def validate_now(run, step):
     return run.best.exhausted(run.cfg.patience)
 
 
-def evaluate_best(run):
-    """Evaluate best.npz on the test classes like the final checkpoint (eval_omniglot_best.json)."""
-    if run.cfg.final_eval_episodes == 0:
-        return
-    ckpt = load_checkpoint(run.dir / BEST_NAME)
-    _, record = evaluate_on_test(run, params_from_checkpoint(ckpt, run.mcfg, run.xp), ckpt.step,
-                                 run.cfg.final_eval_episodes,
-                                 f"held-out, best.npz (step {ckpt.step})")
-    write_json(run.dir / "eval_omniglot_best.json", record)
-
-
 def params_finite(params):
     """True when every parameter is finite (one sync; only before a checkpoint)."""
     xp = array_namespace(next(iter(params.values())))
     return all(bool(xp.all(xp.isfinite(p))) for p in params.values())
-
-
-def kept_checkpoint(run_dir):
-    """What a stopped run leaves behind, for its error message."""
-    path = Path(run_dir) / CHECKPOINT_NAME
-    if not path.is_file():
-        return "no checkpoint was written yet (--resume starts the run again from step 0)"
-    try:
-        step = load_checkpoint(path).step
-    except CheckpointError as e:
-        return f"no usable checkpoint is left ({e})"
-    return f"the last good checkpoint (step {step}) is kept in {run_dir}"
 
 
 def check_params_finite(run, step):
@@ -442,42 +232,6 @@ def run_training(argv=None):
         return train_in(rd)
     finally:
         rd.close()
-
-
-def _recorded_step(path, key="checkpoint_step"):
-    """The step a JSON file of the run names (eval_*.json, best.json), None if it cannot say."""
-    try:
-        return int(json.loads(Path(path).read_text())[key])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def end_files_missing(rd):
-    """What the end of a finished run writes after its last checkpoint and a kill left out (or
-    left from an earlier end): eval_omniglot.json, curves.png, eval_omniglot_best.json."""
-    d, cfg, missing = rd.path, rd.cfg, []
-    if cfg.final_eval_episodes and _recorded_step(d / "eval_omniglot.json") != rd.ckpt.step:
-        missing.append("eval_omniglot.json")
-    curves, metrics = d / "curves.png", d / "metrics.csv"
-    if metrics.is_file() and (not curves.is_file()
-                              or curves.stat().st_mtime < metrics.stat().st_mtime):
-        missing.append("curves.png")
-    best_step = _recorded_step(d / "best.json", "step")
-    if cfg.val_classes and cfg.final_eval_episodes and (d / BEST_NAME).is_file() and \
-            _recorded_step(d / "eval_omniglot_best.json") != best_step:
-        missing.append("eval_omniglot_best.json")
-    return missing
-
-
-def finish(run, step, missing):
-    """Write the end-of-run files named in `missing` (see end_files_missing)."""
-    if "eval_omniglot.json" in missing:
-        _, record = evaluate_now(run, step, final=True)
-        write_json(run.dir / "eval_omniglot.json", record)
-    if "curves.png" in missing:
-        plot_runs([run.dir], run.dir / "curves.png")
-    if "eval_omniglot_best.json" in missing:
-        evaluate_best(run)
 
 
 def train_in(rd):

@@ -1,0 +1,82 @@
+"""The end of a training run: the evaluation on the test classes (also at the periodic
+evaluation points), eval_omniglot.json, curves.png and, with --val-classes, best.npz scored as
+eval_omniglot_best.json; and, for a run killed after its last checkpoint, which of those files
+its end left out (`end_files_missing`) so that --resume writes only them (`finish`).
+"""
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..core.backend import backend_name
+from .checkpoint import load_checkpoint
+from .curves import plot_runs
+from .evaluation import eval_record, evaluate_params, params_from_checkpoint
+from .metrics import format_accuracy_table
+from .rundir import write_json
+from .validation import BEST_NAME
+
+def evaluate_on_test(run, params, step, episodes, title):
+    """Held-out per-instance accuracy (S,) of `params` on `episodes` test episodes, printed as a
+    table, and the record `python -m flmn_np.evaluate` would write for it."""
+    acc, loss = evaluate_params(params, run.mcfg, run.test, episodes, run.cfg.samples,
+                                run.cfg.eval_seed)
+    tqdm.write(format_accuracy_table(acc, episodes, title=title))
+    return acc, eval_record(run.dir, run.cfg, "omniglot", episodes, run.cfg.eval_seed, step,
+                            backend_name(run.xp), loss, acc)
+
+
+def evaluate_now(run, step, final):
+    """(held-out per-instance accuracy (S,), its eval record) at `step`; (None, None) when the
+    number of episodes for this point (--eval-episodes, or --final-eval-episodes) is 0."""
+    episodes = run.cfg.final_eval_episodes if final else run.cfg.eval_episodes
+    if episodes == 0:
+        return None, None
+    return evaluate_on_test(run, run.params, step, episodes, f"held-out, step {step}")
+
+
+def evaluate_best(run):
+    """Evaluate best.npz on the test classes like the final checkpoint (eval_omniglot_best.json)."""
+    if run.cfg.final_eval_episodes == 0:
+        return
+    ckpt = load_checkpoint(run.dir / BEST_NAME)
+    _, record = evaluate_on_test(run, params_from_checkpoint(ckpt, run.mcfg, run.xp), ckpt.step,
+                                 run.cfg.final_eval_episodes,
+                                 f"held-out, best.npz (step {ckpt.step})")
+    write_json(run.dir / "eval_omniglot_best.json", record)
+
+
+def _recorded_step(path, key="checkpoint_step"):
+    """The step a JSON file of the run names (eval_*.json, best.json), None if it cannot say."""
+    try:
+        return int(json.loads(Path(path).read_text())[key])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def end_files_missing(rd):
+    """What the end of a finished run writes after its last checkpoint and a kill left out (or
+    left from an earlier end): eval_omniglot.json, curves.png, eval_omniglot_best.json."""
+    d, cfg, missing = rd.path, rd.cfg, []
+    if cfg.final_eval_episodes and _recorded_step(d / "eval_omniglot.json") != rd.ckpt.step:
+        missing.append("eval_omniglot.json")
+    curves, metrics = d / "curves.png", d / "metrics.csv"
+    if metrics.is_file() and (not curves.is_file()
+                              or curves.stat().st_mtime < metrics.stat().st_mtime):
+        missing.append("curves.png")
+    best_step = _recorded_step(d / "best.json", "step")
+    if cfg.val_classes and cfg.final_eval_episodes and (d / BEST_NAME).is_file() and \
+            _recorded_step(d / "eval_omniglot_best.json") != best_step:
+        missing.append("eval_omniglot_best.json")
+    return missing
+
+
+def finish(run, step, missing):
+    """Write the end-of-run files named in `missing` (see end_files_missing)."""
+    if "eval_omniglot.json" in missing:
+        _, record = evaluate_now(run, step, final=True)
+        write_json(run.dir / "eval_omniglot.json", record)
+    if "curves.png" in missing:
+        plot_runs([run.dir], run.dir / "curves.png")
+    if "eval_omniglot_best.json" in missing:
+        evaluate_best(run)

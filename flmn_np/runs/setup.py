@@ -1,0 +1,180 @@
+"""Setting up a training run: the class split, the episode sources, the record written to
+config.json (what was trained, on which data), and the parameters and optimizer, fresh from
+--seed or restored from the checkpoint. `setup` returns the `Run` the loop (training.py) reads.
+"""
+import dataclasses
+import datetime
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import __version__
+from ..core.backend import asarray, backend_name, cupy_status, get_xp
+from ..core.models import init_params
+from ..core.optim import make_optimizer
+from ..data.augment import rotated_class_ids
+from ..data.episodes import EpisodeSource
+from ..data.files import KNOWN_FILES, file_hashes, resolve_data_dir
+from ..data.sources import omniglot_data
+from ..data.splits import make_split
+from .checkpoint import CheckpointError, check_shapes
+from .config import ConfigError, TrainConfig, check_episode_sizes, model_config
+from .datafolder import run_data_dir
+from .rundir import CONFIG_NAME, write_json
+from .validation import BestTracker, split_validation
+
+DTYPE = "float32"     # float32 to train (float64 only in the gradient checks)
+OMNIGLOT_FILES = ("images_background.zip", "images_evaluation.zip")
+
+
+class Run(NamedTuple):
+    """Everything a training loop needs, built once by `setup`."""
+    cfg: TrainConfig
+    dir: Path
+    xp: object
+    mcfg: object          # models.ModelConfig
+    params: dict
+    opt: object
+    start_step: int
+    train: EpisodeSource
+    test: EpisodeSource
+    val: EpisodeSource | None     # validation classes (--val-classes), else None
+    best: BestTracker | None
+
+
+def choose_backend(name):
+    """get_xp, printing which backend runs and, for 'auto' without CuPy, why."""
+    xp = get_xp(name)
+    note = ""
+    if name == "auto" and backend_name(xp) == "numpy":
+        note = f" ({cupy_status()[1]})"
+    print(f"backend: {backend_name(xp)}{note}")
+    return xp
+
+
+def class_split(cfg):
+    """(train_ids, test_ids, val_ids): the run's split, with --val-classes of the training
+    classes moved to val_ids (empty without it)."""
+    train_ids, test_ids = make_split(cfg.split, cfg.split_seed)
+    val_ids = np.zeros(0, dtype=np.int64)
+    if cfg.val_classes:
+        try:
+            train_ids, val_ids = split_validation(train_ids, cfg.val_classes, cfg.split_seed)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    return train_ids, test_ids, val_ids
+
+
+def load_sources(cfg, data_dir):
+    """(data_dir, EpisodeSource for training, held-out test and validation (None without
+    --val-classes), (train_ids, test_ids, val_ids)). With --rotations90 the training classes
+    include their rotations; held-out and validation ones do not. ConfigError when an episode
+    size does not fit a class set (checked here, before the first step)."""
+    train_ids, test_ids, val_ids = class_split(cfg)
+    sizes = {"held-out test": test_ids.size, "validation": val_ids.size or None}
+    check_episode_sizes(cfg, {"training": train_ids.size * (4 if cfg.rotations90 else 1),
+                              **{k: v for k, v in sizes.items() if v}}, drawers=cfg.samples)
+    images, augment = omniglot_data(cfg, data_dir)
+    check_episode_sizes(cfg, {}, drawers=images.shape[1])
+    train_classes = train_ids
+    if cfg.rotations90:   # images holds 4 blocks: the plain classes, then 3 rotations of them
+        train_classes = rotated_class_ids(train_ids, images.shape[0] // 4)
+    val = EpisodeSource(images, val_ids, augment) if val_ids.size else None
+    return (data_dir, EpisodeSource(images, np.asarray(train_classes), augment),
+            EpisodeSource(images, np.asarray(test_ids), augment), val,
+            (train_ids, test_ids, val_ids))
+
+
+def run_record(cfg, mcfg, xp, split_ids, data_dir):
+    """The content of config.json for a fresh run."""
+    train_ids, test_ids, val_ids = split_ids
+    split = {"name": cfg.split, "seed": cfg.split_seed,
+             "train_ids": [int(i) for i in train_ids], "test_ids": [int(i) for i in test_ids]}
+    if val_ids.size:
+        split["val_ids"] = [int(i) for i in val_ids]
+    return {
+        "config": cfg.to_dict(),
+        "model_config": {**dataclasses.asdict(mcfg), "n_slots": mcfg.n_slots},
+        "seed": cfg.seed,
+        "split": split,
+        "data": data_record(cfg, data_dir),
+        "version": __version__,
+        "backend": backend_name(xp),
+        "dtype": DTYPE,
+        "start_time": now(),
+        "resumes": [],
+    }
+
+
+def data_record(cfg, data_dir):
+    """Where the run's data came from, without a path of this machine: how the folder was chosen,
+    the folder only when it was given as a relative path, and the sha256 of the Omniglot files;
+    "folder", the absolute path, is for the commands that read the run later (datafolder.py)
+    and is removed before a run is published."""
+    chosen_by = ("--data-dir" if cfg.data_dir is not None else
+                 "FLMN_DATA_DIR" if os.environ.get("FLMN_DATA_DIR") else "default")
+    data_dir = Path(data_dir)
+    sha256 = {}
+    for name in OMNIGLOT_FILES:
+        relpath = KNOWN_FILES[name].relpath
+        sha256[relpath] = file_hashes(data_dir / relpath)[0]
+    return {"chosen_by": chosen_by, "dir": None if data_dir.is_absolute() else str(data_dir),
+            "folder": str(data_dir.resolve()), "sha256": sha256}
+
+
+def now():
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def setup(rd):
+    """Load data, build params and optimizer or restore them from the checkpoint, and write
+    config.json last: a start that fails before it leaves nothing (rundir.RunDir.abandon)."""
+    cfg, ckpt = rd.cfg, rd.ckpt
+    mcfg = model_config(cfg)
+    if cfg.patience and not cfg.val_classes:
+        raise ConfigError("--patience needs --val-classes (the classes that decide when to stop)")
+    xp = choose_backend(cfg.backend)
+    if rd.record is None:
+        data_dir = resolve_data_dir(cfg.data_dir)
+    else:   # --data-dir given now, else the folder the run recorded (datafolder.py)
+        given = cfg.data_dir if cfg.data_dir != rd.record["config"].get("data_dir") else None
+        data_dir = run_data_dir(rd.record, given)
+    data_dir, train, test, val, split_ids = load_sources(cfg, data_dir)
+    params = init_params(mcfg, cfg.seed, xp, DTYPE)
+    opt = make_optimizer(cfg.optimizer, params, lr=cfg.lr)
+    start_step = 0 if ckpt is None else ckpt.step
+    if rd.record is None:
+        record = run_record(cfg, mcfg, xp, split_ids, data_dir)
+    else:
+        record = rd.record
+        if record["split"]["test_ids"] != [int(i) for i in split_ids[1]]:
+            raise CheckpointError(f"the class split made now differs from the one recorded in "
+                                  f"{rd.path / CONFIG_NAME}; cannot resume")
+        if ckpt is not None:
+            params = restore(ckpt, params, opt, xp)
+        record["config"] = cfg.to_dict()
+        record.setdefault("resumes", []).append(
+            {"time": now(), "step": start_step, "backend": backend_name(xp)})
+        print(f"resuming {rd.path} at step {start_step}"
+              + ("" if ckpt else " (it stopped before its first checkpoint)"))
+    write_json(rd.path / CONFIG_NAME, record)
+    best = None
+    if val is not None:
+        best = BestTracker(rd.path, cfg.samples,
+                           resume_step=None if rd.record is None else start_step)
+    return Run(cfg, rd.path, xp, mcfg, params, opt, start_step, train, test, val, best)
+
+
+def restore(ckpt, params, opt, xp):
+    """The checkpoint's parameters on `xp`, and its state loaded into `opt`, after checking both
+    against the model's shapes."""
+    check_shapes(ckpt.params, params)
+    if not ckpt.opt_state:
+        raise CheckpointError("the checkpoint holds parameters only (optimizer state stripped for "
+                              "publishing): it can be evaluated, not resumed")
+    check_shapes(ckpt.opt_state, opt.state_dict(), "optimizer state")
+    opt.load_state_dict({k: v if v.dtype.kind in "iu" else asarray(v, xp)
+                         for k, v in ckpt.opt_state.items()})
+    return {k: asarray(v, xp) for k, v in ckpt.params.items()}
