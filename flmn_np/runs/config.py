@@ -191,7 +191,11 @@ def build_parser():
     opt("--backend", f"array backend; auto = CuPy if a GPU is usable (default {d.backend})",
         choices=BACKENDS)
     opt("--data-dir", "dataset folder (default: $FLMN_DATA_DIR, else ./data)", type=str)
-    opt("--out", "run directory (default: runs/<model>-exp<k>-seed<s>)", type=str)
+    opt("--seeds", "train these seeds' models side by side in one process, as one stack: "
+        "'1,2,3', '1-5' or both ('1-3,7'); each is a complete run in OUT/seed-N (default: one "
+        "model, --seed)", type=str)
+    opt("--out", "run directory (default: runs/<model>-exp<k>-seed<s>; with --seeds the folder "
+        "of their runs, default runs/<model>-exp<k>)", type=str)
     opt("--resume", "continue the run in --out from its checkpoint.npz; other flags default to "
         "the recorded run's, and only run-length, evaluation, backend and path flags may differ",
         action="store_true")
@@ -200,9 +204,43 @@ def build_parser():
 
 def parse_args(argv=None):
     """argv -> (config with defaults filled in, dict of the options given explicitly)."""
+    cfg, given, _ = parse_command_line(argv)
+    return cfg, given
+
+
+def parse_command_line(argv=None):
+    """argv -> (config, options given explicitly, the --seeds to train as one stack or None).
+    With --seeds, --out names the folder of their runs (default runs/<model>-exp<k>)."""
     ns = build_parser().parse_args(argv)
     given = {k: v for k, v in vars(ns).items() if v is not None}
-    return resolve(TrainConfig(**given)), given
+    seeds = given.pop("seeds", None)
+    if seeds is not None:
+        if "seed" in given:
+            raise ConfigError("--seeds and --seed together: give one of them")
+        seeds = parse_seeds(seeds)
+        given.setdefault("out", str(Path("runs") / f"{given.get('model', TrainConfig.model)}-exp"
+                                    f"{given.get('experiment', TrainConfig.experiment)}"))
+    return resolve(TrainConfig(**given)), given, seeds
+
+
+def parse_seeds(text):
+    """'1,2,3', '1-5' or '1-3,7' -> (1, 2, 3, ...); ConfigError for an empty list, a value that
+    is not a non-negative integer or a range A-B with A <= B, and for a seed given twice."""
+    seeds = []
+    for item in text.split(","):
+        first, dash, last = item.strip().partition("-")
+        try:
+            a, b = int(first), int(last) if dash else int(first)
+        except ValueError:
+            a = b = -1
+        if a < 0 or b < a or not first.strip().isdigit():
+            raise ConfigError(f"--seeds {text!r}: each item must be a seed N or a range A-B "
+                              f"(non-negative integers, A <= B), as in 1,2,3 or 1-5")
+        seeds.extend(range(a, b + 1))
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ConfigError(f"--seeds {text!r} names seed {', '.join(map(str, twice))} twice")
+    return tuple(seeds)
 
 
 def resolve(cfg):

@@ -1,7 +1,8 @@
 """The end of a training run: the evaluation on the test classes (also at the periodic
 evaluation points), eval_omniglot.json, curves.png and, with --val-classes, best.npz scored as
 eval_omniglot_best.json; and, for a run killed after its last checkpoint, which of those files
-its end left out (`end_files_missing`) so that --resume writes only them (`finish`).
+its end left out (`end_files_missing`) so that --resume writes only them (`finish`,
+`already_trained`).
 """
 import json
 from pathlib import Path
@@ -14,7 +15,8 @@ from .curves import plot_runs
 from .evaluation import eval_record, evaluate_params, params_from_checkpoint
 from .metrics import format_accuracy_table
 from .rundir import write_json
-from .validation import BEST_NAME
+from .setup import setup
+from .validation import BEST_NAME, ended_early
 
 def evaluate_on_test(run, params, step, episodes, title):
     """Held-out per-instance accuracy (S,) of `params` on `episodes` test episodes, printed as a
@@ -80,3 +82,20 @@ def finish(run, step, missing):
         plot_runs([run.dir], run.dir / "curves.png")
     if "eval_omniglot_best.json" in missing:
         evaluate_best(run)
+
+
+def already_trained(rd):
+    """True (after writing the end files a kill left out) for a run already at its last step or
+    ended early by --patience."""
+    early = rd.ckpt is not None and ended_early(rd.path, rd.cfg, rd.ckpt.step)
+    if rd.ckpt is None or not (rd.ckpt.step >= rd.cfg.steps or early):
+        return False
+    missing = end_files_missing(rd) if rd.ckpt.step <= rd.cfg.steps else []
+    if not missing:
+        print(f"{rd.path} is already trained to step {rd.ckpt.step}; pass a larger "
+              + ("--patience" if early else "--steps") + " to train on")
+        return True
+    print(f"{rd.path} is trained to step {rd.ckpt.step}; writing what its end left out: "
+          f"{', '.join(missing)}")
+    finish(setup(rd), rd.ckpt.step, missing)
+    return True

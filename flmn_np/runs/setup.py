@@ -128,20 +128,42 @@ def now():
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def setup(rd):
-    """Load data, build params and optimizer or restore them from the checkpoint, and write
-    config.json last: a start that fails before it leaves nothing (rundir.RunDir.abandon)."""
+class Loaded:
+    """What the runs set up in one process share: the backend and the episode sources, loaded
+    once per data folder and class split (the members of train.py --seeds)."""
+
+    def __init__(self):
+        self.xp, self.sources = None, {}
+
+    def backend(self, name):
+        if self.xp is None:
+            self.xp = choose_backend(name)
+        return self.xp
+
+    def load_sources(self, cfg, data_dir):
+        key = (str(Path(data_dir).resolve()), cfg.split, cfg.split_seed, cfg.val_classes,
+               cfg.rotations90, cfg.experiment, cfg.classes, cfg.samples)
+        if key not in self.sources:
+            self.sources[key] = load_sources(cfg, data_dir)
+        return self.sources[key]
+
+
+def setup(rd, loaded=None):
+    """Load data (or take it from `loaded`), build params and optimizer or restore them from the
+    checkpoint, and write config.json last: a start that fails before it leaves nothing
+    (rundir.RunDir.abandon)."""
     cfg, ckpt = rd.cfg, rd.ckpt
+    loaded = Loaded() if loaded is None else loaded
     mcfg = model_config(cfg)
     if cfg.patience and not cfg.val_classes:
         raise ConfigError("--patience needs --val-classes (the classes that decide when to stop)")
-    xp = choose_backend(cfg.backend)
+    xp = loaded.backend(cfg.backend)
     if rd.record is None:
         data_dir = resolve_data_dir(cfg.data_dir)
     else:   # --data-dir given now, else the folder the run recorded (datafolder.py)
         given = cfg.data_dir if cfg.data_dir != rd.record["config"].get("data_dir") else None
         data_dir = run_data_dir(rd.record, given)
-    data_dir, train, test, val, split_ids = load_sources(cfg, data_dir)
+    data_dir, train, test, val, split_ids = loaded.load_sources(cfg, data_dir)
     params = init_params(mcfg, cfg.seed, xp, DTYPE)
     opt = make_optimizer(cfg.optimizer, params, lr=cfg.lr)
     start_step = 0 if ckpt is None else ckpt.step

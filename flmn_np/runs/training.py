@@ -17,10 +17,12 @@ np.random.default_rng((seed, s)); evaluation episodes from their own fixed --eva
 else draws random numbers, so a run resumed from its checkpoint at step s continues exactly as the
 uninterrupted run would (bitwise on NumPy), and evaluation never changes what training sees.
 
+--seeds N,M,... trains the seeds' runs side by side as one stack (stack.py): the loop below
+steps the stack and gives each run its own log points, checkpoints and end, as if it ran alone.
+
 Host syncs: none per step. Loss, gradient norm and per-instance counts are summed on the device
 and read back every --log-every steps (progress bar, metrics.csv, the NaN check).
 """
-import functools
 import math
 import signal
 import sys
@@ -31,20 +33,18 @@ import numpy as np
 from tqdm import tqdm
 
 from ..cli import memory_error_line, os_error_line, run_command
-from ..core.backend import array_namespace, asarray, to_numpy
-from ..core.models import loss_and_grads
-from ..core.optim import clip_by_global_norm
-from ..data.episodes import Prefetcher, draw_batch
+from ..core.backend import array_namespace, to_numpy
+from ..data.episodes import Prefetcher
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .config import parse_args
+from .config import parse_command_line
 from .curves import plot_runs
 from .evaluation import evaluate_params
-from .finish import end_files_missing, evaluate_best, evaluate_now, finish
+from .finish import already_trained, evaluate_best, evaluate_now
 from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, make_row,
                       per_instance_counts, start_metrics)
 from .rundir import TrainingError, kept_checkpoint, open_run_dir, write_json
-from .setup import DTYPE, setup
-from .validation import ended_early
+from .setup import Loaded, setup
+from .stack import Stack, open_members
 
 # ---------------------------------------------------------------- the loop
 
@@ -78,24 +78,6 @@ class IntervalStats:
         seconds = time.perf_counter() - self.since
         self.reset()
         return steps, loss, gnorm, acc, seconds
-
-
-def train_on_batch(run, batch, stats):
-    """One optimizer step on a host batch (x, y, instance index): move it to the device,
-    loss and gradients, clip, update the params in place, add to the interval's sums."""
-    x, y, inst = batch
-    xp = run.xp
-    y = asarray(y, xp, "int64")
-    loss, logits, grads = loss_and_grads(run.params, asarray(x, xp, DTYPE), y, run.mcfg)
-    grads, gnorm = clip_by_global_norm(grads, run.cfg.clip)
-    run.opt.step(run.params, grads)
-    stats.add(loss, gnorm, logits, y, asarray(inst, xp, "int64"))
-
-
-def batch_for_step(run, step):
-    """The host batch of training step `step` (1-based): a function of (seed, step) only."""
-    rng = np.random.default_rng((run.cfg.seed, step))
-    return draw_batch(run.train, run.cfg.batch_size, run.cfg.classes, run.cfg.samples, rng)
 
 
 def is_eval_step(cfg, step):
@@ -161,7 +143,8 @@ def install_interrupt_flag():
 
 
 def log_point(run, stats, step, bar, wall_time, stopping):
-    """At a logging step: sync the interval's sums, stop on a non-finite loss, update the bar,
+    """At a logging step: sync the interval's sums, stop on a non-finite loss, update the bar
+    (None: the bar shows another member of the stack),
     evaluate (at evaluation points; validation first, which may end the run early), append the
     metrics.csv row, checkpoint (at evaluation points and when stopping), and at the end write
     eval_omniglot.json (after its checkpoint, so it never names a step the run does not have).
@@ -169,8 +152,9 @@ def log_point(run, stats, step, bar, wall_time, stopping):
     cfg = run.cfg
     n_steps, loss, gnorm, acc, seconds = stats.read()
     check_finite(loss, step, run.dir)
-    bar.set_postfix(loss=f"{loss:.3f}", acc2=f"{acc[min(1, len(acc) - 1)]:.3f}",
-                    eps=f"{n_steps * cfg.batch_size / seconds:.0f}/s")
+    if bar is not None:
+        bar.set_postfix(loss=f"{loss:.3f}", acc2=f"{acc[min(1, len(acc) - 1)]:.3f}",
+                        eps=f"{n_steps * cfg.batch_size / seconds:.0f}/s")
     evaluating = is_eval_step(cfg, step)
     if evaluating or stopping:
         check_params_finite(run, step)
@@ -191,88 +175,134 @@ def log_point(run, stats, step, bar, wall_time, stopping):
     return final
 
 
-def train(run):
-    """The training loop from run.start_step to cfg.steps (or an early stop). Returns (last
-    step taken, None if the run finished, else the signal that interrupted it)."""
-    cfg = run.cfg
-    wall_offset = start_metrics(run.dir / "metrics.csv", cfg.samples,
-                                keep_until_step=run.start_step if run.start_step else None)
-    started = time.perf_counter() - wall_offset
-    stats = IntervalStats(cfg.samples)
+def end_of_run(run):
+    """The files a finished run writes after its last checkpoint (eval_omniglot.json is written
+    with it): curves.png and, with --val-classes, best.npz's evaluation. A failed write here is
+    resumed like one in the loop (finish.end_files_missing)."""
+    plot_runs([run.dir], run.dir / "curves.png")
+    if run.best is not None:
+        evaluate_best(run)
+
+
+def train(stack):
+    """The training loop of a stack's runs from their start step to cfg.steps, each run until it
+    ends (its last step, or --patience ran out) and leaves the stack. Returns (last step taken,
+    the signal that interrupted the loop or None, {seed: step} of the runs that ended, and the
+    runs that stopped on an error, only in a stack of --seeds: one run alone raises it)."""
+    cfg, start = stack.cfg, stack.runs[0].start_step
+    stats, started = {}, {}
+    for run in stack.runs:
+        wall_offset = start_metrics(run.dir / "metrics.csv", cfg.samples,
+                                    keep_until_step=start if start else None)
+        started[run.cfg.seed] = time.perf_counter() - wall_offset
+        stats[run.cfg.seed] = IntervalStats(cfg.samples)
     stop, restore_signals = install_interrupt_flag()
-    bar = tqdm(total=cfg.steps, initial=run.start_step, unit="step", dynamic_ncols=True,
-               mininterval=1.0)
-    step, finished = run.start_step, False
+    bar = tqdm(total=cfg.steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0)
+    step, ended, failed = start, {}, []
     # NumPy's overflow / invalid-value warnings are silenced: a non-finite loss is caught at
     # the next log point and stops the run with one clear message instead.
     try:
-        with np.errstate(all="ignore"), Prefetcher(functools.partial(batch_for_step, run),
-                                                   run.start_step + 1, cfg.steps + 1) as batches:
+        with np.errstate(all="ignore"), Prefetcher(stack.batches, start + 1,
+                                                   cfg.steps + 1) as batches:
             for step, batch in batches:
-                train_on_batch(run, batch, stats)
+                stack.train_on_batch(batch, stats)
                 bar.update(1)
                 stopping = stop.is_set()
                 if is_eval_step(cfg, step) or stopping or step % cfg.log_every == 0:
-                    finished = log_point(run, stats, step, bar, time.perf_counter() - started,
-                                         stopping)
-                if stopping or finished:
+                    first = stack.runs[0]
+                    for run in stack.runs:
+                        try:
+                            done = log_point(run, stats[run.cfg.seed], step,
+                                             bar if run is first else None,
+                                             time.perf_counter() - started[run.cfg.seed],
+                                             stopping)
+                        except TrainingError as e:
+                            if not stack.lead:
+                                raise
+                            tqdm.write(f"train.py: {e}; the other seeds go on", file=sys.stderr)
+                            failed.append(run)
+                            stack.drop(run)
+                            continue
+                        if done:
+                            end_of_run(run)
+                            ended[run.cfg.seed] = step
+                            stack.drop(run)
+                if stopping or not stack.runs:
                     break
     finally:
         bar.close()
         restore_signals()
-    return step, None if finished else stop.signum
+    return step, stop.signum if stack.runs else None, ended, failed
 
 
 # ---------------------------------------------------------------- entry point
 
 def run_training(argv=None):
-    """Parse, open and lock the run directory, set up, train. Returns the process exit code."""
-    rd = open_run_dir(*parse_args(argv))
+    """Parse, open and lock the run directory (with --seeds, one per seed: stack.open_members),
+    set up, train. Returns the process exit code."""
+    cfg, given, seeds = parse_command_line(argv)
+    if seeds is None:
+        rds, resume = [open_run_dir(cfg, given)], f"python train.py --out {cfg.out} --resume"
+    else:
+        rds = open_members(cfg, given, seeds)
+        resume = (f"python train.py --seeds {','.join(map(str, seeds))} --out {cfg.out} "
+                  f"--resume")
     try:
-        return train_in(rd)
+        return train_in(rds, seeds is not None, resume)
     finally:
-        rd.close()
+        for rd in rds:
+            rd.close()
 
 
-def train_in(rd):
-    """Train the opened run `rd` to its end; 128 + signal number when interrupted. A run already
-    at its last step (or ended early by --patience) only gets the end files a kill left out."""
-    early = rd.ckpt is not None and ended_early(rd.path, rd.cfg, rd.ckpt.step)
-    if rd.ckpt is not None and (rd.ckpt.step >= rd.cfg.steps or early):
-        missing = end_files_missing(rd) if rd.ckpt.step <= rd.cfg.steps else []
-        if not missing:
-            print(f"{rd.path} is already trained to step {rd.ckpt.step}; pass a larger "
-                  + ("--patience" if early else "--steps") + " to train on")
-            return 0
-        print(f"{rd.path} is trained to step {rd.ckpt.step}; writing what its end left out: "
-              f"{', '.join(missing)}")
-        finish(setup(rd), rd.ckpt.step, missing)
-        return 0
+def train_in(rds, stacked=False, resume=None):
+    """Train the opened runs `rds` to their ends (one run, or the members of --seeds as one
+    stack); 128 + signal number when interrupted, 2 when a member of a stack stopped on an
+    error. Members resumed at different steps (a kill between two of their checkpoints) train
+    as one stack per step, one after another. `resume`: the command that resumes them."""
+    rds = [rd for rd in rds if not already_trained(rd)]
+    loaded = Loaded()
     try:
-        run = setup(rd)
+        runs = [setup(rd, loaded) for rd in rds]
     except BaseException:
-        rd.abandon()
+        for rd in rds:
+            rd.abandon()
         raise
+    code = 0
+    for start in sorted({run.start_step for run in runs}):
+        code = max(code, train_stack(Stack([r for r in runs if r.start_step == start], stacked),
+                                     resume))
+        if code >= 128:
+            break
+    return code
+
+
+def kept_checkpoints(runs):
+    return "; ".join(kept_checkpoint(run.dir) for run in runs)
+
+
+def train_stack(stack, resume):
+    """train(stack), its errors as one line naming what was kept, and its last words."""
+    runs = stack.runs
     try:
-        step, signum = train(run)
-        if signum is None:   # the end files (a failed write here is resumed like one in train)
-            plot_runs([run.dir], run.dir / "curves.png")
-            if run.best is not None:
-                evaluate_best(run)
+        step, signum, ended, failed = train(stack)
     except OSError as e:
-        raise TrainingError(f"{os_error_line(e)}; stopped, {kept_checkpoint(run.dir)}; once "
-                            f"fixed, resume with: python train.py --out {run.dir} --resume") \
-            from None
+        raise TrainingError(f"{os_error_line(e)}; stopped, {kept_checkpoints(runs)}; once "
+                            f"fixed, resume with: {resume}") from None
     except MemoryError as e:
-        raise TrainingError(f"{memory_error_line(e)}; stopped, {kept_checkpoint(run.dir)}") \
+        raise TrainingError(f"{memory_error_line(e)}; stopped, {kept_checkpoints(runs)}") \
             from None
     if signum is not None:
-        print(f"interrupted ({signal.Signals(signum).name}) at step {step}; checkpoint saved. "
-              f"Resume with:\n  python train.py --out {run.dir} --resume", file=sys.stderr)
+        print(f"interrupted ({signal.Signals(signum).name}) at step {step}; checkpoint"
+              f"{'s' if stack.lead else ''} saved. Resume with:\n  {resume}", file=sys.stderr)
         return 128 + signum
-    print(f"done: {step} steps ({step * run.cfg.batch_size} episodes); run in {run.dir} "
-          f"(eval_omniglot.json, curves.png{', best.npz' if run.best else ''})")
-    return 0
+    files = f"eval_omniglot.json, curves.png{', best.npz' if runs[0].best else ''}"
+    if not stack.lead:
+        print(f"done: {step} steps ({step * stack.cfg.batch_size} episodes); run in "
+              f"{runs[0].dir} ({files})")
+        return 0
+    print("done: " + ", ".join(f"{run.dir} (step {ended[run.cfg.seed]})" for run in runs
+                               if run.cfg.seed in ended) + f"; each with {files}")
+    return 2 if failed else 0
 
 
 def main(argv=None):

@@ -1,0 +1,164 @@
+"""Several seeds in one process (train.py --seeds): their models as one stack, each an ordinary run.
+
+`--seeds 1-5 --out DIR` trains the seeds' models as one stack (core/models.py: every parameter
+with the model axis (S, ...), episodes (S, B, ...), clipping and Adam per model; the stacked form
+of docs/derivations.md#a-stack-of-models), and keeps each in its own run directory DIR/seed-N,
+complete as a run trained alone: its config.json (its seed, its --out), metrics.csv, validation,
+checkpoints and eval files, read by every command as any run. A run's `params` and `opt` are
+views of its model in the stack (MemberParams, MemberOptimizer), so the loop's per-run code
+(log points, validation, checkpoints, the end files) is the single run's, unchanged.
+
+A single run is a stack of one without the model axis (lead = ()): the same loop, and its arrays
+are the run's own.
+
+A member that ends (its last step, --patience, a non-finite loss) leaves the stack: the others'
+models are stacked again without it and go on. Each model of a stack computes exactly what it
+computes alone (tests/test_stack.py), so a member's run equals its seed's single run (bit for bit
+on NumPy; tests/test_train.py).
+"""
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..core.backend import asarray
+from ..core.models import loss_and_grads, stack_params
+from ..core.optim import clip_by_global_norm, make_optimizer, model_state_dict, stack_state_dicts
+from ..data.episodes import draw_batch
+from .config import ConfigError
+from .rundir import open_run_dir
+from .setup import DTYPE
+
+MEMBER_FOLDER = "seed-{seed}"      # --seeds 1-5 --out DIR: DIR/seed-1, ..., DIR/seed-5
+# what members of one stack may differ in (everything else is one config, stepped as one)
+MEMBER_FIELDS = ("seed", "out", "resume", "data_dir")
+
+
+def member_dir(out, seed):
+    return Path(out) / MEMBER_FOLDER.format(seed=seed)
+
+
+def open_members(cfg, given, seeds):
+    """Open and lock DIR/seed-N for each seed (each as train.py --seed N --out DIR/seed-N would),
+    closing those already opened when one is refused. -> [RunDir]."""
+    rds = []
+    try:
+        for seed in seeds:
+            out = str(member_dir(cfg.out, seed))
+            rds.append(open_run_dir(dataclasses.replace(cfg, seed=seed, out=out),
+                                    {**given, "seed": seed, "out": out}))
+        check_stackable([rd.cfg for rd in rds])
+    except BaseException:
+        for rd in rds:
+            rd.abandon()
+        raise
+    return rds
+
+
+def check_stackable(cfgs):
+    """ConfigError unless the configs differ only in MEMBER_FIELDS (a member resumed alone with
+    another --steps, say, cannot be stepped with the others)."""
+    first = cfgs[0].to_dict()
+    for cfg in cfgs[1:]:
+        diff = [f"--{k.replace('_', '-')} {first[k]} / {v}" for k, v in cfg.to_dict().items()
+                if k not in MEMBER_FIELDS and first[k] != v]
+        if diff:
+            raise ConfigError(f"{cfgs[0].out} and {cfg.out} differ in {', '.join(diff)}: "
+                              f"resume them apart (--out) or with the same flags")
+
+
+def batch_for_step(run, step):
+    """The host batch of training step `step` (1-based): a function of (seed, step) only."""
+    rng = np.random.default_rng((run.cfg.seed, step))
+    return draw_batch(run.train, run.cfg.batch_size, run.cfg.classes, run.cfg.samples, rng)
+
+
+class Stack:
+    """The models one process steps together: `runs` (setup.Run, one per member), their params
+    `params` (with the model axis `lead`, (S,), when `stacked`, else the one run's own) and their
+    optimizer `opt`."""
+
+    def __init__(self, runs, stacked):
+        self.cfg, self.xp, self.mcfg = runs[0].cfg, runs[0].xp, runs[0].mcfg
+        self.lead = (len(runs),) if stacked else ()
+        self.runs = tuple(runs)
+        self.seeds = [run.cfg.seed for run in runs]
+        if stacked:
+            self._stack([run.params for run in runs], [run.opt.state_dict() for run in runs])
+            self.runs = tuple(run._replace(params=MemberParams(self, run.cfg.seed),
+                                           opt=MemberOptimizer(self, run.cfg.seed))
+                              for run in runs)
+        else:
+            self.params, self.opt = runs[0].params, runs[0].opt
+
+    def _stack(self, params_list, states):
+        """Stack one-model params and optimizer states (of self.runs, in order): (S, ...)
+        arrays, one optimizer."""
+        self.seeds = [run.cfg.seed for run in self.runs]
+        self.lead = (len(self.seeds),)
+        self.params = stack_params(params_list)
+        self.opt = make_optimizer(self.cfg.optimizer, self.params, lr=self.cfg.lr, lead=self.lead)
+        self.opt.load_state_dict(stack_state_dicts(states))
+
+    def position(self, seed):
+        return self.seeds.index(seed)
+
+    def drop(self, run):
+        """Take a member that ended out of the stack; the others go on (stacked again)."""
+        keep = tuple(r for r in self.runs if r is not run)
+        params = [dict(r.params) for r in keep]        # views of the old stack, copied by _stack
+        states = [r.opt.state_dict() for r in keep]
+        self.runs = keep
+        if self.lead and keep:
+            self._stack(params, states)
+
+    def batches(self, step):
+        """Each member's host batch of `step`, by seed (runs in the prefetch thread; members
+        only leave, so a batch drawn before one left still holds every member's)."""
+        return {run.cfg.seed: batch_for_step(run, step) for run in self.runs}
+
+    def train_on_batch(self, batches, stats):
+        """One optimizer step of every member on its batch (x, y, instance index): to the
+        device, loss and gradients, clipping per model, the update in place, and each member's
+        sums into stats[seed]."""
+        xp, lead = self.xp, self.lead
+        if lead:
+            x, y, inst = (np.stack(part) for part in zip(*(batches[s] for s in self.seeds)))
+        else:
+            x, y, inst = batches[self.cfg.seed]
+        y, inst = asarray(y, xp, "int64"), asarray(inst, xp, "int64")
+        loss, logits, grads = loss_and_grads(self.params, asarray(x, xp, DTYPE), y, self.mcfg)
+        grads, gnorm = clip_by_global_norm(grads, self.cfg.clip, lead)
+        self.opt.step(self.params, grads)
+        for i, seed in enumerate(self.seeds):
+            if lead:
+                stats[seed].add(loss[i], gnorm[i], logits[i], y[i], inst[i])
+            else:
+                stats[seed].add(loss, gnorm, logits, y, inst)
+
+
+class MemberParams(Mapping):
+    """One member's params, read from the stack: stack.params[k][its position], a view."""
+
+    def __init__(self, stack, seed):
+        self.stack, self.seed = stack, seed
+
+    def __getitem__(self, key):
+        return self.stack.params[key][self.stack.position(self.seed)]
+
+    def __iter__(self):
+        return iter(self.stack.params)
+
+    def __len__(self):
+        return len(self.stack.params)
+
+
+class MemberOptimizer:
+    """One member's optimizer state, read from the stack's (a one-model state dict)."""
+
+    def __init__(self, stack, seed):
+        self.stack, self.seed = stack, seed
+
+    def state_dict(self):
+        return model_state_dict(self.stack.opt.state_dict(), self.stack.position(self.seed))
