@@ -90,8 +90,9 @@ def test_seeds_put_each_run_in_a_folder_of_out():
 # ---------------------------------------------------------------- equal to training alone
 
 @pytest.mark.parametrize("model", [{"--model": "flmn"}, {"--model": "mann"},
-                                   {"--model": "mann", "--reads": 4}],
-                         ids=["flmn", "mann-R1", "mann-R4"])
+                                   {"--model": "mann", "--reads": 4},
+                                   {"--model": "flmn", "--backend": "array_api_strict"}],
+                         ids=["flmn", "mann-R1", "mann-R4", "flmn-array-api-strict"])
 def test_each_seed_of_a_stack_equals_its_run_alone(model, data_dir, tmp_path):
     """float32 training, as train.py does: every file equal, parameters bit for bit."""
     out = tmp_path / "stack"

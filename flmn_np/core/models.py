@@ -131,7 +131,7 @@ def stack_params(params_list):
 def model_params(params, s):
     """Model s of a stack: its params as one model's, copies (a checkpoint of its own)."""
     xp = array_namespace(params["b_out"])
-    return {k: xp.asarray(v[s], copy=True) for k, v in params.items()}
+    return {k: xp.asarray(v[s, ...], copy=True) for k, v in params.items()}
 
 
 def model_shape(params):

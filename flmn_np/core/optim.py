@@ -36,7 +36,7 @@ def clip_by_global_norm(grads, max_norm, lead=()):
 
 def model_state_dict(state, s):
     """Model s's part of a stack's optimizer state: an ordinary one-model state dict."""
-    return {k: v if k == "t" else v[s] for k, v in state.items()}
+    return {k: v if k == "t" else v[s, ...] for k, v in state.items()}
 
 
 def stack_state_dicts(states):

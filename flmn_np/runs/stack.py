@@ -133,7 +133,7 @@ class Stack:
         self.opt.step(self.params, grads)
         for i, seed in enumerate(self.seeds):
             if lead:
-                stats[seed].add(loss[i], gnorm[i], logits[i], y[i], inst[i])
+                stats[seed].add(loss[i], gnorm[i], logits[i, ...], y[i, ...], inst[i, ...])
             else:
                 stats[seed].add(loss, gnorm, logits, y, inst)
 
@@ -145,7 +145,7 @@ class MemberParams(Mapping):
         self.stack, self.seed = stack, seed
 
     def __getitem__(self, key):
-        return self.stack.params[key][self.stack.position(self.seed)]
+        return self.stack.params[key][self.stack.position(self.seed), ...]
 
     def __iter__(self):
         return iter(self.stack.params)
