@@ -196,6 +196,44 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(data_dir, tmp_path):
     assert int(read_metrics(out / "metrics.csv")[-1]["step"]) == step
 
 
+# ---------------------------------------------------------------- --init-from
+
+def test_init_from_starts_from_the_checkpoints_parameters(tiny_run, data_dir, tmp_path):
+    """With an lr so small that a step moves no float32 parameter, a run started --init-from a
+    checkpoint holds that checkpoint's parameters; its Adam starts afresh (t = 1 after a step);
+    config.json names the checkpoint's step and sha256."""
+    out = tmp_path / "init"
+    argv = tiny_flags(data_dir, out, **{"--steps": 1, "--lr": 1e-30,
+                                        "--init-from": tiny_run / "checkpoint.npz"})
+    assert train_in_process(argv) == 0
+    got, init = load_checkpoint(out / "checkpoint.npz"), load_checkpoint(tiny_run / "checkpoint.npz")
+    for k, v in init.params.items():
+        np.testing.assert_allclose(got.params[k], v, rtol=0, atol=1e-25, err_msg=k)
+    assert int(got.opt_state["t"]) == 1
+    record = json.loads((out / "config.json").read_text())
+    assert record["init_from"]["step"] == STEPS and len(record["init_from"]["sha256"]) == 64
+    fresh = tmp_path / "fresh"
+    assert train_in_process(tiny_flags(data_dir, fresh, **{"--steps": 1, "--lr": 1e-30})) == 0
+    assert np.abs(params_of(fresh)["W_lstm"] - init.params["W_lstm"]).max() > 1e-3
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    ({"--split-seed": 1}, "was trained with --split-seed 0 (this run: 1)"),
+    ({"--val-classes": 10}, "was trained with --val-classes 0 (this run: 10)"),
+    ({"--model": "mann"}, "was trained with --model flmn (this run: mann)"),
+    ({"--hidden": 8}, "'W_lstm' has shape"),
+    ({"--init-from": "missing.npz"}, "no checkpoint at missing.npz")])
+def test_init_from_another_model_or_split_is_one_line_and_leaves_nothing(flags, fragment,
+                                                                         tiny_run, data_dir,
+                                                                         tmp_path, capsys):
+    out = tmp_path / "init"
+    argv = tiny_flags(data_dir, out, **{"--init-from": tiny_run / "checkpoint.npz", **flags})
+    assert train_in_process(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------- errors: exit 2, one line
 
 def test_unknown_flag_value_is_refused():

@@ -26,7 +26,7 @@ from ..errors import FlmnError
 IDENTITY_FIELDS = (
     "model", "experiment", "batch_size", "classes", "samples", "hidden", "slots", "width", "reads",
     "gamma", "mann_add", "optimizer", "lr", "clip", "split", "split_seed", "seed", "rotations90",
-    "val_classes", "cosine_eps",
+    "val_classes", "cosine_eps", "init_from",
 )
 
 
@@ -65,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     rotations90: bool = False
     val_classes: int = 0              # training classes held out for early stopping (validation.py)
+    init_from: str | None = None      # start from this checkpoint's parameters (setup.py)
     # how the run is driven
     steps: int = 100_000
     eval_every: int = 250             # steps; 0 turns periodic evaluation off
@@ -173,6 +174,9 @@ def build_parser():
         type=nonneg)
     opt("--rotations90", "add Santoro's extra classes (characters rotated by 90/180/270 degrees)",
         action="store_true")
+    opt("--init-from", "start from the parameters of this checkpoint (another run's checkpoint.npz "
+        "or best.npz of the same model and class split) with a fresh optimizer, e.g. to train "
+        "on at a lower --lr (default: fresh parameters from --seed)", type=str)
     opt("--eval-every", f"steps between evaluations and checkpoints, 0 = only at the end "
         f"(default {d.eval_every})", type=nonneg)
     opt("--eval-episodes", f"held-out episodes per periodic evaluation (default {d.eval_episodes})",

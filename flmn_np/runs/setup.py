@@ -19,7 +19,7 @@ from ..data.episodes import EpisodeSource
 from ..data.files import KNOWN_FILES, file_hashes, resolve_data_dir
 from ..data.sources import omniglot_data
 from ..data.splits import make_split
-from .checkpoint import CheckpointError, check_shapes
+from .checkpoint import CheckpointError, check_shapes, load_checkpoint
 from .config import ConfigError, TrainConfig, check_episode_sizes, model_config
 from .datafolder import run_data_dir
 from .rundir import CONFIG_NAME, write_json
@@ -165,10 +165,15 @@ def setup(rd, loaded=None):
         data_dir = run_data_dir(rd.record, given)
     data_dir, train, test, val, split_ids = loaded.load_sources(cfg, data_dir)
     params = init_params(mcfg, cfg.seed, xp, DTYPE)
+    init = None
+    if cfg.init_from and ckpt is None:
+        params, init = params_from_init(cfg, params, xp)
     opt = make_optimizer(cfg.optimizer, params, lr=cfg.lr)
     start_step = 0 if ckpt is None else ckpt.step
     if rd.record is None:
         record = run_record(cfg, mcfg, xp, split_ids, data_dir)
+        if init is not None:
+            record["init_from"] = init
     else:
         record = rd.record
         if record["split"]["test_ids"] != [int(i) for i in split_ids[1]]:
@@ -187,6 +192,27 @@ def setup(rd, loaded=None):
         best = BestTracker(rd.path, cfg.samples,
                            resume_step=None if rd.record is None else start_step)
     return Run(cfg, rd.path, xp, mcfg, params, opt, start_step, train, test, val, best)
+
+
+# the fields a checkpoint given to --init-from must share with the run: the same model, and the
+# same class split, so that it was never trained on the run's validation or test classes
+INIT_FIELDS = ("model", "split", "split_seed", "val_classes")
+
+
+def params_from_init(cfg, params, xp):
+    """--init-from: the parameters of another run's checkpoint on `xp` (not its optimizer state:
+    the run starts a fresh one), after checking its config (INIT_FIELDS) and shapes.
+    -> (params, what config.json records of it: its step and sha256)."""
+    init = load_checkpoint(cfg.init_from)
+    theirs = TrainConfig.from_dict(init.config)
+    diff = [f"--{k.replace('_', '-')} {getattr(theirs, k)} (this run: {getattr(cfg, k)})"
+            for k in INIT_FIELDS if getattr(theirs, k) != getattr(cfg, k)]
+    if diff:
+        raise ConfigError(f"--init-from {cfg.init_from} was trained with {', '.join(diff)}: "
+                          f"start from a checkpoint of the same model and class split")
+    check_shapes(init.params, params)
+    return ({k: asarray(v, xp) for k, v in init.params.items()},
+            {"step": init.step, "sha256": file_hashes(Path(cfg.init_from))[0]})
 
 
 def restore(ckpt, params, opt, xp):
