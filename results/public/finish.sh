@@ -2,11 +2,16 @@
 # A finished run (public or authors' protocol) made ready to commit: its checkpoints
 # parameters-only and its log (results/X/logs/RUN.log) with one progress-bar line per 1,000 steps
 # instead of every redraw (other lines unchanged).
-# Usage (from the repository root): bash results/public/finish.sh RUN_DIR
+# Usage (from the repository root): bash results/public/finish.sh RUN_DIR [--resumable]
+# --resumable: a run stopped before its end keeps checkpoint.npz whole, so that --resume goes on.
 set -euo pipefail
 run=${1%/}
 log=$(dirname "$run")/logs/$(basename "$run").log
-python -m flmn_np.runs.checkpoint strip "$run/checkpoint.npz" "$run/best.npz"
+if [ "${2:-}" = "--resumable" ]; then
+    python -m flmn_np.runs.checkpoint strip "$run/best.npz"
+else
+    python -m flmn_np.runs.checkpoint strip "$run/checkpoint.npz" "$run/best.npz"
+fi
 python - "$log" <<'PY'
 import re
 import sys
