@@ -1,7 +1,9 @@
-"""Helpers for the tests that train tiny runs (test_train, test_faults, test_rundir,
-test_validation, test_figures): train.py flags, running a command in a fresh process, a child
-train.py paused at a known step, and `tiny_run`, one finished tiny run per test module.
+"""Helpers for the tests that train tiny runs (test_train, test_train_seeds, test_faults,
+test_rundir, test_validation, test_figures): train.py flags, running a command in a fresh process,
+a one-line error, a full disk at a chosen write, a child train.py paused at a known step, and
+`tiny_run`, one finished tiny run per test module.
 """
+import errno
 import os
 import signal
 import subprocess
@@ -42,6 +44,34 @@ def assert_clean_error(proc, *fragments):
     assert "Traceback" not in proc.stderr
     for fragment in fragments:
         assert fragment in proc.stderr, proc.stderr
+
+
+def one_line_error(capsys, code, *fragments):
+    """An in-process command returned 2 and printed exactly one line holding the fragments."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], err
+    return lines[0]
+
+
+def fail_on(monkeypatch, module, name, call):
+    """Make module.atomic_write fail with ENOSPC on the `call`-th write of a file called `name`,
+    after writing part of it (as a full disk does)."""
+    real, calls = module.atomic_write, []
+
+    def atomic_write(path, write):
+        if str(path).endswith(name):
+            calls.append(path)
+            if len(calls) == call:
+                def half(f):
+                    f.write(b"half a file")
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real(path, half)
+        return real(path, write)
+    monkeypatch.setattr(module, "atomic_write", atomic_write)
 
 
 def params_of(run_dir):

@@ -1,6 +1,5 @@
 """Damaged files, full disks, diverging runs and interrupts: one line each, nothing half-written,
 the last good checkpoint kept."""
-import errno
 import importlib.util
 import json
 import shutil
@@ -10,8 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-from run_helpers import (REPO, assert_clean_error, kill_hard, params_of, run_cli, start_paused,
-                         tiny_flags, tiny_run, train_in_process)  # noqa: F401
+from run_helpers import (REPO, assert_clean_error, fail_on, kill_hard, one_line_error, params_of,
+                         run_cli, start_paused, tiny_flags, tiny_run,  # noqa: F401
+                         train_in_process)
 
 from flmn_np import bench, gpucheck, gradcheck
 from flmn_np.data import cli as data_cli
@@ -25,15 +25,7 @@ from flmn_np.runs.checkpoint import load_checkpoint, save_checkpoint
 from flmn_np.runs.metrics import csv_columns, read_metrics
 
 
-def one_line_error(capsys, code, *fragments):
-    """An in-process command returned 2 and printed exactly one line holding the fragments."""
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], err
-    return lines[0]
+
 
 
 def commands(run_dir, data_dir, tmp_path):
@@ -157,21 +149,7 @@ def test_lr_must_be_finite_and_positive(lr):
 
 # ---------------------------------------------------------------- OS errors
 
-def fail_on(monkeypatch, module, name, call):
-    """Make module.atomic_write fail with ENOSPC on the `call`-th write of a file called `name`,
-    after writing part of it (as a full disk does)."""
-    real, calls = module.atomic_write, []
 
-    def atomic_write(path, write):
-        if str(path).endswith(name):
-            calls.append(path)
-            if len(calls) == call:
-                def half(f):
-                    f.write(b"half a file")
-                    raise OSError(errno.ENOSPC, "No space left on device")
-                return real(path, half)
-        return real(path, write)
-    monkeypatch.setattr(module, "atomic_write", atomic_write)
 
 
 def test_disk_full_at_the_last_checkpoint_keeps_the_previous_one(tiny_run, data_dir, tmp_path,

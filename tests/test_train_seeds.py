@@ -10,9 +10,11 @@ import time
 
 import numpy as np
 import pytest
-from run_helpers import REPO, kill_hard, run_cli, start_paused, tiny_flags, train_in_process
+from run_helpers import (REPO, fail_on, kill_hard, one_line_error, run_cli, start_paused,
+                         tiny_flags, train_in_process)
 
 from flmn_np import evaluate
+from flmn_np.runs import checkpoint as checkpoint_module
 from flmn_np.runs.checkpoint import load_checkpoint
 from flmn_np.runs.config import ConfigError, parse_command_line, parse_seeds
 from flmn_np.runs.metrics import csv_columns, read_metrics
@@ -241,3 +243,23 @@ def test_each_seed_folder_is_read_as_a_run(data_dir, tmp_path):
                     "--csv", str(tmp_path / "seeds.csv"), "--md", str(tmp_path / "seeds.md")])
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "seeds.csv").read_text().count("\n") == 3        # header and 2 seeds
+
+
+def test_a_full_disk_stops_the_stack_in_one_line_and_it_resumes_to_the_runs_alone(
+        data_dir, tmp_path, monkeypatch, capsys):
+    """The 3rd checkpoint write (seed 1 at step 4) fails with ENOSPC: one line naming each
+    seed's kept checkpoint (seed 1 and 2 at step 2) and the --seeds resume command; once the
+    disk has room, --resume ends both runs as they end alone."""
+    out = tmp_path / "stack"
+    fail_on(monkeypatch, checkpoint_module, "checkpoint.npz", call=3)
+    code = train_in_process(tiny_flags(data_dir, out, **{"--seeds": "1,2"}))
+    err = one_line_error(capsys, code, "the disk is full")
+    for seed in (1, 2):
+        assert f"the last good checkpoint (step 2) is kept in {out / f'seed-{seed}'}" in err
+        assert load_checkpoint(out / f"seed-{seed}" / "checkpoint.npz").step == 2
+    assert f"resume with: python train.py --seeds 1,2 --out {out} --resume" in err
+    monkeypatch.undo()
+    assert train_in_process(["--seeds", "1,2", "--out", str(out), "--resume"]) == 0
+    alone = train_alone(data_dir, tmp_path, (1, 2))
+    for seed in (1, 2):
+        assert_same_run(out / f"seed-{seed}", alone[seed])
