@@ -3,8 +3,9 @@
     python -m flmn_np.seeds RUN_DIR [RUN_DIR ...] --csv per_seed.csv --md summary.md
                             [--png curves.png] [--reference paper.csv]
 
-Run directories are grouped by name with the seed suffix removed (`flmn-exp1-product-s3` belongs
-to `flmn-exp1-product`). For every run it reads the test-class evaluations written at the end of
+Run directories are grouped by name with the seed tag `-sN` removed, at the end or between two
+dashes (`flmn-exp1-product-s3` belongs to `flmn-exp1-product`, `flmn-s3-ft-lr1e-4` to
+`flmn-ft-lr1e-4`). For every run it reads the test-class evaluations written at the end of
 training (eval_omniglot.json, eval_omniglot_best.json when the run kept a best.npz, and
 eval_mnist.json when `python -m flmn_np.evaluate RUN --dataset mnist` was run), validation.csv
 and metrics.csv, and writes:
@@ -41,8 +42,8 @@ LEAVES_CHANCE = 0.45   # training 2nd-instance accuracy; chance is 1 / 5 = 0.2
 
 
 def group_name(run_dir):
-    """'flmn-exp1-product-s3' -> 'flmn-exp1-product'."""
-    return re.sub(r"-s\d+$", "", Path(run_dir).name)
+    """'flmn-exp1-product-s3' -> 'flmn-exp1-product'; 'flmn-s3-ft-lr1e-4' -> 'flmn-ft-lr1e-4'."""
+    return re.sub(r"-s\d+(?=-|$)", "", Path(run_dir).name)
 
 
 def mean_ci(values):

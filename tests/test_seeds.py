@@ -109,3 +109,12 @@ def test_every_evaluation_the_run_has_gets_a_table(tmp_path):
     assert "### mnist, best.npz (chosen on validation classes)" in text
     assert "| flmn | 1 | 4,000 | 25.0 | 25.0 |" in text
     assert "### mnist, last checkpoint" not in text and "### omniglot, best.npz" not in text
+
+
+@pytest.mark.parametrize("name, group", [("flmn-exp1-product-s3", "flmn-exp1-product"),
+                                         ("flmn-s3-ft-lr1e-4", "flmn-ft-lr1e-4"),
+                                         ("mann4-s12", "mann4"),
+                                         ("flmn-m128x64-s1", "flmn-m128x64"),
+                                         ("flmn-s3x-long", "flmn-s3x-long")])
+def test_the_seed_tag_goes_at_the_end_or_between_dashes(name, group):
+    assert seeds.group_name(name) == group
