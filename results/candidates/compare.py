@@ -1,7 +1,8 @@
 """Validation 2nd-instance accuracy of each candidate beside the public-protocol FLMN runs at the
 same training steps (validation classes only; the test classes are not read).
 
-Usage, from the repository root: python results/candidates/compare.py > results/candidates/compare.md
+Usage, from the repository root:
+    python results/candidates/compare.py > results/candidates/compare.md
 """
 import csv
 import json
