@@ -18,7 +18,7 @@ from run_helpers import (REPO, STEPS, assert_clean_error, kill_hard, params_of, 
                          start_paused, tiny_flags, tiny_run, train_in_process)  # noqa: F401
 
 from flmn_np.core.backend import cupy_status
-from flmn_np.runs.checkpoint import load_checkpoint
+from flmn_np.runs.checkpoint import load_checkpoint, save_checkpoint
 from flmn_np.runs.config import ConfigError, TrainConfig, build_parser, merge_for_resume, parse_args
 from flmn_np.runs.metrics import column, csv_columns, read_metrics
 
@@ -215,6 +215,16 @@ def test_init_from_starts_from_the_checkpoints_parameters(tiny_run, data_dir, tm
     fresh = tmp_path / "fresh"
     assert train_in_process(tiny_flags(data_dir, fresh, **{"--steps": 1, "--lr": 1e-30})) == 0
     assert np.abs(params_of(fresh)["W_lstm"] - init.params["W_lstm"]).max() > 1e-3
+
+
+def test_init_from_a_float64_checkpoint_trains_in_float32(tiny_run, data_dir, tmp_path):
+    init = load_checkpoint(tiny_run / "checkpoint.npz")
+    wide = tmp_path / "float64.npz"
+    save_checkpoint(wide, {k: v.astype(np.float64) for k, v in init.params.items()}, {},
+                    init.step, init.config)
+    out = tmp_path / "init"
+    assert train_in_process(tiny_flags(data_dir, out, **{"--steps": 1, "--init-from": wide})) == 0
+    assert {v.dtype for v in params_of(out).values()} == {np.dtype(np.float32)}
 
 
 @pytest.mark.parametrize("flags, fragment", [

@@ -84,9 +84,9 @@ def finish(run, step, missing):
         evaluate_best(run)
 
 
-def already_trained(rd):
+def already_trained(rd, loaded=None):
     """True (after writing the end files a kill left out) for a run already at its last step or
-    ended early by --patience."""
+    ended early by --patience. loaded: the data the process has loaded (setup.Loaded)."""
     early = rd.ckpt is not None and ended_early(rd.path, rd.cfg, rd.ckpt.step)
     if rd.ckpt is None or not (rd.ckpt.step >= rd.cfg.steps or early):
         return False
@@ -97,5 +97,5 @@ def already_trained(rd):
         return True
     print(f"{rd.path} is trained to step {rd.ckpt.step}; writing what its end left out: "
           f"{', '.join(missing)}")
-    finish(setup(rd), rd.ckpt.step, missing)
+    finish(setup(rd, loaded), rd.ckpt.step, missing)
     return True

@@ -211,7 +211,7 @@ def params_from_init(cfg, params, xp):
         raise ConfigError(f"--init-from {cfg.init_from} was trained with {', '.join(diff)}: "
                           f"start from a checkpoint of the same model and class split")
     check_shapes(init.params, params)
-    return ({k: asarray(v, xp) for k, v in init.params.items()},
+    return ({k: asarray(v, xp, DTYPE) for k, v in init.params.items()},
             {"step": init.step, "sha256": file_hashes(Path(cfg.init_from))[0]})
 
 

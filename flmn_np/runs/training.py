@@ -259,8 +259,8 @@ def train_in(rds, stacked=False, resume=None):
     stack); 128 + signal number when interrupted, 2 when a member of a stack stopped on an
     error. Members resumed at different steps (a kill between two of their checkpoints) train
     as one stack per step, one after another. `resume`: the command that resumes them."""
-    rds = [rd for rd in rds if not already_trained(rd)]
     loaded = Loaded()
+    rds = [rd for rd in rds if not already_trained(rd, loaded)]
     try:
         runs = [setup(rd, loaded) for rd in rds]
     except BaseException:
