@@ -14,7 +14,8 @@ array_ops_per_step (and per time step) for the plain xp code, the path NumPy tak
 Python dispatch there; and for the CuPy path, where kernels.py fuses parts of the step,
 cupy_fused_calls_per_step and cupy_launches_per_step: the same step through the kernel
 wrappers, each kernel launch counted once, and views (slices, reshapes, transposes) and
-allocations, which launch nothing, left out.
+allocations, which launch nothing, left out; a reshape that cannot be a view (of a permuted or
+strided array) copies, a launch on a GPU, and counts as `reshape (copy)`.
 """
 import argparse
 import collections
@@ -151,6 +152,22 @@ class OpCounter:
         return counted
 
 
+RESHAPE_COPY = "reshape (copy)"     # counted beside the 'reshape' call itself
+
+
+def _reshape_copies(reshape, counter):
+    """xp.reshape, its copies also counted as 'reshape (copy)' (a top-level reshape whose result
+    shares no memory with its input)."""
+    @functools.wraps(reshape)
+    def counted(x, *args, **kwargs):
+        out = reshape(x, *args, **kwargs)
+        if counter.depth == 0 and not np.shares_memory(np.asarray(x._array),
+                                                       np.asarray(out._array)):
+            counter.counts[RESHAPE_COPY] += 1
+        return out
+    return counted
+
+
 class _CountingNamespace:
     """The array namespace with every function counted (other attributes passed through)."""
 
@@ -163,6 +180,8 @@ class _CountingNamespace:
             if (callable(value) and not isinstance(value, type) and not name.startswith("_")
                     and name not in _NOT_NAMESPACE_OPERATIONS):
                 value = self._counter.wrap(name, value)
+            if name == "reshape":
+                value = _reshape_copies(value, self._counter)
             self._wrapped[name] = value
         return self._wrapped[name]
 
@@ -248,6 +267,8 @@ def by_kind(counts):
     """Totals per OPERATION_KINDS kind ('fused kernel' and 'other' for the rest)."""
     kinds = collections.Counter()
     for name, n in counts.items():
+        if name == RESHAPE_COPY:           # its reshape is counted already
+            continue
         kind = next((k for k, names in OPERATION_KINDS.items() if name in names),
                     "fused kernel" if name.startswith("kernel:") else "other")
         kinds[kind] += n
@@ -258,17 +279,18 @@ def operation_counts(cfg, batch_size, samples_per_class=10):
     """The counting fields of bench's result (see the module docstring)."""
     T = cfg.n_classes * samples_per_class
     counts = count_ops(cfg, batch_size, samples_per_class)
-    total = sum(counts.values())
+    total = sum(n for name, n in counts.items() if name != RESHAPE_COPY)
     result = {"array_ops_per_step": total, "array_ops_per_time_step": round(total / T, 1),
               "ops_by_kind": by_kind(counts)}
     for level, prefix in (("step", "cupy"), ("elementwise", "cupy_elementwise")):
         fused = count_ops(cfg, batch_size, samples_per_class, fuse=level)
-        launches = sum(n for name, n in fused.items() if name not in VIEW_OPERATIONS)
-        result.update({f"{prefix}_ops_per_step": sum(fused.values()),
+        n_launches = launches(fused)
+        result.update({f"{prefix}_ops_per_step": sum(n for name, n in fused.items()
+                                                     if name != RESHAPE_COPY),
                        f"{prefix}_fused_calls_per_step": sum(n for name, n in fused.items()
                                                              if name.startswith("kernel:")),
-                       f"{prefix}_launches_per_step": launches,
-                       f"{prefix}_launches_per_time_step": round(launches / T, 1)})
+                       f"{prefix}_launches_per_step": n_launches,
+                       f"{prefix}_launches_per_time_step": round(n_launches / T, 1)})
     return result
 
 
@@ -330,6 +352,9 @@ def bench_stack(stacks=(1, 2, 5, 10), model="flmn", batch_size=16, backend="nump
     both see the same load; peak memory of each; the CuPy path's launches per stacked step."""
     xp = get_xp(backend)
     cfg = ModelConfig(model=model, reads=reads)
+    # one model at the 'step' level, as a single run steps it (unclipped): what a stack's
+    # launches are held against
+    one = launches(count_ops(cfg, batch_size, samples_per_class, fuse=True)) if count else None
     rows = []
     for S in stacks:
         stack = stack_step(cfg, S, batch_size, samples_per_class, xp)
@@ -354,13 +379,18 @@ def bench_stack(stacks=(1, 2, 5, 10), model="flmn", batch_size=16, backend="nump
                "stack_peak_mem_mb": round(peak_memory_mb(xp, stack), 1),
                "single_peak_mem_mb": round(peak_memory_mb(xp, singles[0]), 1)}
         if count:
-            fused = count_ops(cfg, batch_size, samples_per_class, fuse=True, stack=S)
-            row["cupy_launches_per_step"] = sum(n for name, n in fused.items()
-                                                if name not in VIEW_OPERATIONS)
+            row["cupy_launches_per_step"] = launches(count_ops(cfg, batch_size, samples_per_class,
+                                                               fuse=True, stack=S))
+            row["cupy_launches_vs_one_model"] = round(row["cupy_launches_per_step"] / one, 3)
         rows.append(row)
     return {"model": model, "reads": cfg.reads, "batch_size": batch_size,
             "backend": backend_name(xp), "steps_per_episode": cfg.n_classes * samples_per_class,
-            "stacks": rows}
+            "one_model_cupy_launches_per_step": one, "stacks": rows}
+
+
+def launches(counts):
+    """Kernel launches in count_ops' counts: every operation but views and allocations."""
+    return sum(n for name, n in counts.items() if name not in VIEW_OPERATIONS)
 
 
 GPU_STACKS = (1, 8, 32)   # the sizes gpucheck times on CuPy at B = 16
@@ -388,6 +418,10 @@ def stack_markdown(r):
 def print_stack(r):
     print(f"{r['model']} R={r['reads']} B={r['batch_size']} T={r['steps_per_episode']} on "
           f"{r['backend']}: a stack of S models against S single models, interleaved")
+    if r.get("one_model_cupy_launches_per_step"):
+        print(f"CuPy 'step' level, counted on the CPU: one model "
+              f"{r['one_model_cupy_launches_per_step']} launches per step; a stack of S clipped "
+              f"per model: the last column")
     print(f"{'S':>3} {'stack ms':>9} {'singles ms':>11} {'stack ep/s':>11} {'singles ep/s':>13} "
           f"{'speedup':>8} {'stack MB':>9} {'single MB':>10} {'CuPy launches':>14}")
     for row in r["stacks"]:

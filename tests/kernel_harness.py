@@ -289,13 +289,49 @@ launch_raw_cpp = raw_launcher()
 
 
 def nvrtc_compile_module(source, name_expressions, options, arch):
-    """Compile a RawModule source for sm_<arch> as `cupy.RawModule(code=source,
-    options=options, name_expressions=...)` does (`cupy.cuda.compiler._compile_module_with_cache`,
-    NVRTC, CuPy's include paths). Returns (cubin bytes, seconds); raises CompileException."""
-    import_cupy()
-    from cupy.cuda import compiler
+    """Compile a RawModule source for sm_<arch> by the call `cupy.RawModule(code=source,
+    options=options, name_expressions=...)` makes at its first use: its `_get_raw_module`
+    (memoized per device, so not callable without one) calls
+    `cupy._core.core.compile_with_cache(code, options, prepend_cupy_headers=False, backend=...,
+    translate_cucomplex=False, enable_cooperative_groups=..., name_expressions=..., jitify=False)`;
+    the arguments are read off a RawModule built here (construction touches no device).
+    Returns (cubin bytes, seconds); raises CompileException."""
+    cupy = import_cupy()
+    from cupy._core import core
+    module = cupy.RawModule(code=source, options=options, name_expressions=name_expressions)
     with _offline_compiler():
         start = time.perf_counter()
-        module = compiler._compile_module_with_cache(source, options, arch=arch,
-                                                     name_expressions=name_expressions)
-        return module.cubin, time.perf_counter() - start
+        compiled = core.compile_with_cache(
+            module.code, module.options, arch=arch, prepend_cupy_headers=False,
+            backend=module.backend, translate_cucomplex=False,
+            enable_cooperative_groups=module.enable_cooperative_groups,
+            name_expressions=module.name_expressions, log_stream=None, jitify=False)
+        return compiled.cubin, time.perf_counter() - start
+
+
+# ------------------------------------------------------ the 'step' level, whole, on the CPU
+
+def step_level_on_cpu(monkeypatch):
+    """Patch the CuPy path at the 'step' level onto NumPy arrays, every kernel run by g++ from
+    its source; returns the set of kernel names launched, filled as they run."""
+    from flmn_np.core import kernels, step_kernels
+    launched = set()
+
+    def cpp_kernel(spec):
+        n_in = len(spec.in_params.split(","))
+
+        def run(*arrays):
+            launched.add(spec.name)
+            launch_cpp(spec, arrays[:n_in], arrays[n_in:])
+        return run
+
+    def raw_function(spec, dtype):
+        def run(n_threads, args):
+            launched.add(spec.name)
+            launch_raw_cpp(spec, n_threads, args)
+        return run
+
+    monkeypatch.setattr(kernels, "level", lambda x: "step")
+    monkeypatch.setattr(kernels, "cupy_kernel", cpp_kernel)
+    monkeypatch.setattr(step_kernels, "cupy_function", raw_function)
+    return launched

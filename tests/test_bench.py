@@ -9,7 +9,7 @@ import pytest
 from flmn_np import bench
 from flmn_np.core import backend, kernels, models, step_kernels
 from flmn_np.core.backend import cupy_status
-from flmn_np.bench import count_ops, counting_ops, main
+from flmn_np.bench import RESHAPE_COPY, count_ops, counting_ops, launches, main
 from flmn_np.gradcheck import TINY
 
 FIELDS = {"ms_per_step", "episodes_per_s", "gemm_floor_ms", "floor_ratio", "peak_mem_mb",
@@ -145,9 +145,27 @@ def test_stack_step_counts_do_not_grow_with_S(name, fuse):
     """A stacked step is the same operations (and on the CuPy path the same launches) whatever
     the number of models S; clipping and Adam per model add a fixed few over one model alone."""
     cfg = _tiny(name)
-    counts = [count_ops(cfg, 2, 2, fuse=fuse, stack=S) for S in (1, 2, 5)]
+    counts = [count_ops(cfg, 2, 2, fuse=fuse, stack=S) for S in (2, 5, 10)]
     assert counts[0] == counts[1] == counts[2]
     assert sum(counts[0].values()) > sum(count_ops(cfg, 2, 2, fuse=fuse).values())
+    # S = 1: the same operations, some reshapes of the model axis views instead of copies
+    one = count_ops(cfg, 2, 2, fuse=fuse, stack=1)
+    assert {k: v for k, v in one.items() if k != RESHAPE_COPY} == {
+        k: v for k, v in counts[0].items() if k != RESHAPE_COPY}
+    assert one[RESHAPE_COPY] <= counts[0][RESHAPE_COPY]
+
+
+@pytest.mark.parametrize("model,reads", [("flmn", 1), ("mann", 1), ("mann", 4)])
+def test_a_stack_launches_what_one_model_launches_at_the_step_level(model, reads):
+    """At the paper's sizes, B = 16: a stack of 5 models at the 'step' level launches at most
+    10% more kernels per step than one model (the per-model clipping and a few copies of the
+    model axis), and no elementwise-level kernel."""
+    cfg = models.ModelConfig(model=model, reads=reads)
+    one = launches(count_ops(cfg, 16, fuse=True))
+    stacked = count_ops(cfg, 16, fuse=True, stack=5)
+    assert launches(stacked) <= 1.1 * one, (launches(stacked), one)
+    assert stacked[f"kernel:{model}_step_forward"] == 50
+    assert not any(k.startswith("kernel:") and "address" in k for k in stacked)
 
 
 def test_bench_stack_prints_rows(capsys):
@@ -156,7 +174,10 @@ def test_bench_stack_prints_rows(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = result["stacks"]
     assert [r["S"] for r in rows] == [1, 2]
-    assert rows[0]["cupy_launches_per_step"] == rows[1]["cupy_launches_per_step"] > 0
+    one = result["one_model_cupy_launches_per_step"]
+    assert 0 < one < rows[0]["cupy_launches_per_step"] <= rows[1]["cupy_launches_per_step"]
+    for r in rows:
+        assert r["cupy_launches_vs_one_model"] == round(r["cupy_launches_per_step"] / one, 3)
     for r in rows:
         assert abs(r["stack_episodes_per_s"] - r["S"] * 2e3 / r["stack_ms_per_step"]) < 0.5
         assert r["stack_peak_mem_mb"] > 0 and r["single_peak_mem_mb"] > 0

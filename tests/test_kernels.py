@@ -14,7 +14,7 @@ On a GPU: the same comparisons with CuPy, and whole episodes fused against NumPy
 import numpy as np
 import pytest
 
-from flmn_np.core import addressing, kernels, lstm, memory, ops
+from flmn_np.core import addressing, kernels, lstm, memory, ops, step_kernels
 from flmn_np.core.backend import BackendError, cupy_startup_error, cupy_status, get_xp, to_numpy
 from flmn_np.core.models import ModelConfig, loss_and_grads, stack_params
 from flmn_np.gradcheck import TINY, tiny_episode
@@ -352,6 +352,17 @@ def test_stack_through_the_kernels_on_cpu_equals_models_alone(monkeypatch, model
             np.testing.assert_allclose(grads[k][s], grads_s[k], rtol=1e-8, atol=1e-12)
 
 
+def test_step_kernels_build_all_launches_every_kernel():
+    """Start-up (backend._start_cupy) launches each memory-step kernel once in each float type,
+    for FLMN and MANN with both add vectors, here through the CPU build of the same source."""
+    from kernel_harness import launch_raw_cpp
+    from flmn_np.core.backend import startup_configs
+    launched = step_kernels.build_all(startup_configs(), np, launch=launch_raw_cpp)
+    assert set(launched) == {(s.name, d) for s in step_kernels.SPECS for d in step_kernels.CTYPES}
+    cfgs = {(c.model, c.mann_add) for c in startup_configs()}
+    assert cfgs == {("flmn", "separate"), ("mann", "separate"), ("mann", "key")}
+
+
 def test_build_all_runs_every_kernel():
     calls = []
 
@@ -456,6 +467,8 @@ def test_cupy_without_gpu_is_one_line():
     (type("CompileException", (Exception,), {})(
         "default_program(17): error: identifier \"c_prev_t\" is undefined\n1 error"),
      "FLMN_FUSED=0"),
+    (RuntimeError("Failed to find CUDA headers. Please install CUDA Toolkit or "
+                  "`cupy-cuda12x[ctk]`, or set CUDA_PATH"), "cupy-cuda12x[ctk]"),
     (type("CUDADriverError", (Exception,), {})("CUDA_ERROR_UNSUPPORTED_PTX_VERSION: the "
                                                "provided PTX was compiled with an unsupported toolchain"),
      "driver"),

@@ -19,7 +19,8 @@ from flmn_np.core.addressing import COSINE_EPS
 from flmn_np.core.backend import cupy_status
 from flmn_np.core.models import ModelConfig
 
-from kernel_harness import launch_raw_cpp, nvrtc_compile_module, raw_launcher
+from kernel_harness import (launch_raw_cpp, nvrtc_compile_module, raw_launcher,
+                            step_level_on_cpu)
 
 gpu_usable, gpu_reason = cupy_status()
 needs_gpu = pytest.mark.skipif(not gpu_usable, reason=gpu_reason)
@@ -220,33 +221,6 @@ def test_step_kernels_on_gpu_equal_xp(model, R, placement, dtype):
 
 
 # --------------------------------------------------------------- the 'step' level, whole
-
-def step_level_on_cpu(monkeypatch):
-    """Patch the CuPy path at the 'step' level onto NumPy arrays, every kernel run by g++ from
-    its source; returns the set of kernel names launched, filled as they run."""
-    from flmn_np.core import kernels
-    from kernel_harness import launch_cpp
-    launched = set()
-
-    def cpp_kernel(spec):
-        n_in = len(spec.in_params.split(","))
-
-        def run(*arrays):
-            launched.add(spec.name)
-            launch_cpp(spec, arrays[:n_in], arrays[n_in:])
-        return run
-
-    def raw_function(spec, dtype):
-        def run(n_threads, args):
-            launched.add(spec.name)
-            launch_raw_cpp(spec, n_threads, args)
-        return run
-
-    monkeypatch.setattr(kernels, "level", lambda x: "step")
-    monkeypatch.setattr(kernels, "cupy_kernel", cpp_kernel)
-    monkeypatch.setattr(step_kernels, "cupy_function", raw_function)
-    return launched
-
 
 @pytest.mark.parametrize("model,R,placement", [("flmn", 1, "product"), ("flmn", 1, "inside"),
                                                ("mann", 1, "product"), ("mann", 4, "inside")])

@@ -53,12 +53,13 @@ def cupy_startup_error(e):
     text = f"{type(e).__name__} {e}".lower()
     if "nvrtc" in text and ("load" in text or "not found" in text or "no such file" in text):
         return f"CuPy cannot load NVRTC, its run-time compiler ({_one_line(e)}); install {CUPY_INSTALL}"
-    if "cannot open source file" in text or "could not open" in text or ".h: no such file" in text:
+    if ("cannot open source file" in text or "could not open" in text or ".h: no such file" in text
+            or "cuda headers" in text):
         return f"CuPy cannot find the CUDA headers ({_one_line(e)}); install {CUPY_INSTALL}"
     if type(e).__name__ == "CompileException":
         return (f"a fused kernel does not compile ({_one_line(e)}); set FLMN_FUSED=0 to run the "
                 f"plain xp code")
-    if "cuda" in text and ("driver" in text or "runtime" in text):
+    if "cuda" in text and "driver" in text:
         return f"the CUDA driver refused CuPy ({_one_line(e)}); update the NVIDIA driver for CUDA 12"
     return f"CuPy fails at its first kernel ({_one_line(e)}); check the install: {CUPY_INSTALL}"
 
@@ -78,7 +79,17 @@ def _start_cupy():
     if level != "xp":
         kernels.build_all(_cupy_namespace())
     if level == "step":
-        step_kernels.build_all()
+        step_kernels.build_all(startup_configs(), _cupy_namespace())
+    cupy.cuda.Device().synchronize()              # a failed launch raises here, not at step 1
+
+
+def startup_configs():
+    """Tiny FLMN and MANN (two heads, the add vector separate and the key) configs whose memory
+    steps launch every memory-step kernel at startup."""
+    from .models import ModelConfig                # models imports this module
+    tiny = dict(input_size=2, n_classes=2, hidden=2, slots=3, width=2)
+    return (ModelConfig(model="flmn", **tiny), ModelConfig(model="mann", reads=2, **tiny),
+            ModelConfig(model="mann", reads=2, mann_add="key", **tiny))
 
 
 def get_xp(name="numpy"):

@@ -215,10 +215,10 @@ def episode_forward(params, x, y, cfg):
 
     Step t sees x[t] and onehot(y[t-1]) (zeros at the first step)               [FLMN §3].
     The loop index is the paper's step t minus 1. lead = model_shape(params). On CuPy's 'step'
-    level (kernels.level), for one model: fused_episode.episode_forward, the same numbers in 8
-    launches per step (a stack takes the elementwise level).
+    level (kernels.level): fused_episode.episode_forward, the same numbers in 8 launches per
+    time step, for one model or a stack alike.
     """
-    if kernels.fused_step(x) and not model_shape(params) and step_kernels.supported(cfg):
+    if kernels.fused_step(x) and step_kernels.supported(cfg):
         return fused_episode.episode_forward(params, *_split_W_lstm(params, cfg), x, y, cfg)
     xp = array_namespace(x)
     lead = model_shape(params)

@@ -399,13 +399,29 @@ class _CupyLaunch:
         self.function((blocks,), (THREADS_PER_BLOCK,), tuple(values))
 
 
-def build_all():
-    """Compile SOURCE and load every kernel (both float types) now, as kernels.build_all does
-    for the elementwise kernels, so that a missing NVRTC or a source that does not build shows
-    at startup (backend.get_xp)."""
-    for spec in SPECS:
+def build_all(cfgs, xp, launch=None):
+    """Compile SOURCE and run every kernel (both float types) once now, on tiny inputs of each
+    of `cfgs` (FLMN and MANN, ModelConfigs), through the wrappers below, as kernels.build_all
+    does for the elementwise kernels: a missing NVRTC, a source that does not build or a launch
+    that fails shows at startup (backend.get_xp), not at the first step. launch: the launcher
+    (default launch_cupy); returns the (spec name, dtype) pairs launched."""
+    launched = []
+    launch = launch or launch_cupy
+
+    def recording(spec, n_threads, args):
+        launched.append((spec.name, next(a.dtype for a in args if hasattr(a, "dtype")).name))
+        launch(spec, n_threads, args)
+
+    for cfg in cfgs:
+        head, E = cfg.memory.head_size(cfg), 2
         for dtype in CTYPES:
-            cupy_function(spec, np.dtype(dtype))
+            heads, b_head = xp.zeros((E, head), dtype=dtype), xp.zeros((head,), dtype=dtype)
+            mem = cfg.memory.initial_memory(cfg, E, xp, dtype)
+            r, _, cache = STEP_FORWARD[cfg.model](heads, b_head, mem, cfg, 1e-8, launch=recording)
+            rows = xp.zeros(r.shape, dtype=dtype)
+            STEP_BACKWARD[cfg.model](rows, rows, cfg.memory.zero_dmemory(mem), cache, cfg, 1e-8,
+                                     launch=recording)
+    return launched
 
 
 @functools.cache
