@@ -6,7 +6,9 @@
 One row per run: the run's name, training steps (and episodes), test episodes, then % correct
 at each instance, read from RUN_DIR/eval_<dataset>.json (written by train.py at the end of a run
 and by `python -m flmn_np.evaluate`); with --best from eval_<dataset>_best.json, the evaluation of
-the run's best.npz (validation.py).
+the run's best.npz (validation.py). Where the JSON files hold the episode standard error
+(`accuracy_se`, written by evaluate since it has one), a last column gives it at the 2nd instance,
+in points: how far another test set of as many episodes would typically move the number.
 """
 import argparse
 import json
@@ -19,6 +21,7 @@ from .cli import run_command
 
 
 def row(run_dir, dataset, instances, best=False):
+    """(markdown row without its end, episode SE of the 2nd instance in points or None)."""
     suffix = "_best" if best else ""
     path = Path(run_dir) / f"eval_{dataset}{suffix}.json"
     if not path.is_file():
@@ -30,11 +33,13 @@ def row(run_dir, dataset, instances, best=False):
         step, episodes = int(result["checkpoint_step"]), int(result["episodes"])
         cells = [f"{100 * result['accuracy'][str(k)]:.1f}" for k in instances]
         steps = f"{step:,} ({step * int(batch):,})"
+        se = result.get("accuracy_se", {}).get("2")
+        se = None if se is None else 100 * float(se)
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{run_dir}: a damaged or incomplete JSON file "
                           f"({type(e).__name__}: {e})") from None
     name = Path(run_dir).name + (" (best.npz)" if best else "")
-    return f"| {name} | {steps} | {episodes:,} | " + " | ".join(cells) + " |"
+    return f"| {name} | {steps} | {episodes:,} | " + " | ".join(cells) + " |", se
 
 
 def main(argv=None):
@@ -50,9 +55,12 @@ def main(argv=None):
 
 def table(args):
     rows = [row(d, args.dataset, args.instances, args.best) for d in args.run_dirs]
-    print("| run | steps (episodes) | test episodes | " + " | ".join(ordinal(k) for k in args.instances) + " |")
-    print("|---|---|---|" + "---|" * len(args.instances))
-    print("\n".join(rows))
+    with_se = any(se is not None for _, se in rows)
+    print("| run | steps (episodes) | test episodes | " + " | ".join(ordinal(k) for k in args.instances) + " |"
+          + (" episode SE, 2nd |" if with_se else ""))
+    print("|---|---|---|" + "---|" * len(args.instances) + ("---|" if with_se else ""))
+    for text, se in rows:
+        print(text + ((" n/a |" if se is None else f" {se:.2f} |") if with_se else ""))
     return 0
 
 

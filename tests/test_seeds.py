@@ -3,6 +3,8 @@ import csv
 import json
 import math
 
+from pathlib import Path
+
 import pytest
 
 from flmn_np import seeds
@@ -10,14 +12,17 @@ from flmn_np.runs.metrics import csv_columns
 
 
 def fake_run(root, name, acc2, val2=(0.5, 0.7, 0.6), grad_norms=(1.0, 3.5, 2.0),
-             train2=(0.2, 0.5, 0.9)):
-    """A run directory with metrics.csv, validation.csv and eval_omniglot.json."""
+             train2=(0.2, 0.5, 0.9), se2=None, episodes=1000):
+    """A run directory with metrics.csv, validation.csv and eval_omniglot.json (with an episode
+    standard error at every instance when se2, the 2nd instance's, is given)."""
     d = root / name
-    d.mkdir()
+    d.mkdir(parents=True)
     acc = {str(k): 0.5 for k in range(1, 11)}
     acc["2"] = acc2
-    (d / "eval_omniglot.json").write_text(json.dumps(
-        {"accuracy": acc, "checkpoint_step": 6250, "episodes": 1000}))
+    record = {"accuracy": acc, "checkpoint_step": 6250, "episodes": episodes}
+    if se2 is not None:
+        record["accuracy_se"] = {str(k): 0.001 for k in range(1, 11)} | {"2": se2}
+    (d / "eval_omniglot.json").write_text(json.dumps(record))
     cols = csv_columns(10)
     with open(d / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
@@ -91,7 +96,7 @@ def test_reference_rows_follow_their_group(tmp_path):
                                                 "--reference", str(ref)]) == 0
     lines = md.read_text().splitlines()
     ours = next(i for i, line in enumerate(lines) if line.startswith("| flmn-exp1-product | 2 |"))
-    assert lines[ours + 1] == "| FLMN, paper | | | 31.1 | 85.6 | 88.7 | 89.5 | 91.0 | 94.1 |"
+    assert lines[ours + 1] == "| FLMN, paper | | | 31.1 | 85.6 | 88.7 | 89.5 | 91.0 | 94.1 | | |"
     assert "miniMNIST" not in md.read_text()      # the run has no mnist evaluation: no such table
 
 
@@ -118,3 +123,59 @@ def test_every_evaluation_the_run_has_gets_a_table(tmp_path):
                                          ("flmn-s3x-long", "flmn-s3x-long")])
 def test_the_seed_tag_goes_at_the_end_or_between_dashes(name, group):
     assert seeds.group_name(name) == group
+
+
+def test_the_members_of_a_seeds_stack_are_one_group(tmp_path):
+    """`train.py --seeds 1-3 --out OUT` writes OUT/seed-1 ... OUT/seed-3: one row, 3 seeds."""
+    runs = [fake_run(tmp_path / "flmn-stack", f"seed-{s}", a)
+            for s, a in ((1, 0.80), (2, 0.82), (3, 0.84))]
+    out_csv, md = tmp_path / "s.csv", tmp_path / "s.md"
+    assert seeds.main([str(r) for r in runs] + ["--csv", str(out_csv), "--md", str(md)]) == 0
+    text = md.read_text()
+    assert "| flmn-stack | 3 | 6,250 | 50.0 ± 0.0 | 82.0 ± 5.0 |" in text
+    assert "| seed-1 |" not in text and "| flmn-stack/seed-2 | 3.50 |" in text
+    rows = list(csv.DictReader(open(out_csv)))
+    assert [(r["group"], r["run"]) for r in rows] == [("flmn-stack", f"flmn-stack/seed-{s}")
+                                                      for s in (1, 2, 3)]
+    assert seeds.group_name("seed-4") == Path.cwd().name        # a relative member: its parent
+    assert seeds.group_name(tmp_path / "x" / "seed-12") == "x"
+    assert seeds.group_name(tmp_path / "seed-1x") == "seed-1x"
+
+
+def test_episode_standard_error_apart_from_the_seed_interval(tmp_path):
+    """The SE of a mean over runs is sqrt(sum se_i^2) / n; a file without it reads n/a."""
+    runs = [fake_run(tmp_path, f"flmn-s{s}", a, se2=se, episodes=n)
+            for s, a, se, n in ((1, 0.80, 0.003, 4000), (2, 0.84, 0.004, 7000))]
+    out_csv, md = tmp_path / "s.csv", tmp_path / "s.md"
+    assert seeds.main([str(r) for r in runs] + ["--csv", str(out_csv), "--md", str(md)]) == 0
+    text = md.read_text()
+    assert "| flmn | 2 | 6,250 | 50.0 ± 0.0 | 82.0 ± 25.4 | 50.0 ± 0.0 | 50.0 ± 0.0 | " \
+           "50.0 ± 0.0 | 50.0 ± 0.0 | 4,000-7,000 | 0.25 / 0.07 |" in text
+    rows = list(csv.DictReader(open(out_csv)))
+    assert [(r["episodes"], r["se_2"], r["se_10"]) for r in rows] == [("4000", "0.30", "0.10"),
+                                                                       ("7000", "0.40", "0.10")]
+    old = fake_run(tmp_path / "old", "mann-s1", 0.6)
+    assert seeds.main([str(old), "--csv", str(out_csv), "--md", str(md)]) == 0
+    assert "| 1,000 | n/a / n/a |" in md.read_text()
+    assert list(csv.DictReader(open(out_csv)))[0]["se_2"] == ""
+
+
+def test_welch_test_and_interval_overlap_between_groups(tmp_path):
+    a, b = [80.0, 82.0, 84.0], [70.0, 71.0, 72.0]
+    d, t, df, sig = seeds.welch(a, b)
+    assert d == pytest.approx(11.0)
+    assert t == pytest.approx(11.0 / math.sqrt(4 / 3 + 1 / 3))
+    assert df == pytest.approx((5 / 3) ** 2 / ((4 / 3) ** 2 / 2 + (1 / 3) ** 2 / 2))
+    assert sig
+    assert not seeds.welch([80.0, 82.0, 84.0], [79.0, 83.0, 81.5])[3]
+    assert math.isnan(seeds.welch([80.0], [70.0, 71.0])[1])
+    assert seeds.t_975(2.9) == 4.303 and seeds.t_975(22.5) == 2.086 and seeds.t_975(500) == 1.980
+    runs = [fake_run(tmp_path, f"flmn-s{s}", v / 100) for s, v in zip((1, 2, 3), a)]
+    runs += [fake_run(tmp_path, f"mann-s{s}", v / 100) for s, v in zip((1, 2, 3), b)]
+    runs += [fake_run(tmp_path, f"mann4-s{s}", v / 100) for s, v in zip((1, 2, 3), (79.0, 83.0, 81.5))]
+    md = tmp_path / "s.md"
+    assert seeds.main([str(r) for r in runs] + ["--csv", str(tmp_path / "s.csv"),
+                                                "--md", str(md)]) == 0
+    text = md.read_text()
+    assert "| flmn - mann | +0.0; no test; CIs overlap; 0/9 | +11.0; Welch sig.; CIs apart; 9/9 |" in text
+    assert "| flmn - mann4 | +0.0; no test; CIs overlap; 0/9 | +0.8; Welch n.s.; CIs overlap; 6/9 |" in text
