@@ -4,8 +4,11 @@ The bottom layer, with errors.py: it imports nothing else of the package."""
 import argparse
 import errno
 import math
+import os
+import re
 import signal
 import sys
+from pathlib import Path
 
 from .errors import FlmnError
 
@@ -45,12 +48,48 @@ def _fail(prog, message):
 
 
 def os_error_line(e):
-    """An OSError as one line: which file, what the system said."""
-    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    """An OSError as one line: which file (the one the user knows, not the temporary file it was
+    being written as), what the system said."""
+    names, temporary = [], False
+    for f in (e.filename, e.filename2):
+        if f is None:
+            continue
+        target = written_file(f)
+        temporary = temporary or target is not None
+        shown = str(target or f)
+        if shown not in names:
+            names.append(shown)
+    where = " -> ".join(names)
     what = e.strerror or str(e) or type(e).__name__
     if e.errno == errno.ENOSPC:
         what += " (the disk is full)"
+    elif e.errno in (errno.EMFILE, errno.ENFILE):
+        what += " (the limit on open files: raise it with `ulimit -n`, or open fewer at once)"
+    elif e.errno == errno.ENAMETOOLONG and temporary:
+        what += " (it is written first under a longer, temporary name beside it: choose a " \
+                "shorter name)"
     return f"{where}: {what}" if where else what
+
+
+# data.files.atomic_write writes FOLDER/NAME as the temporary file FOLDER/.NAME.PID.tmp (PID:
+# the writer's process id) and renames it into place.
+TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp")
+
+
+def temporary_file(path):
+    """(the file it stands for, the writer's pid) for a temporary file of an atomic write, else
+    None."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    path = Path(path)
+    match = TEMPORARY_NAME.fullmatch(path.name)
+    return (path.with_name(match["name"]), int(match["pid"])) if match else None
+
+
+def written_file(path):
+    """The file a temporary file of an atomic write stands for; None for any other path."""
+    found = temporary_file(path)
+    return found[0] if found else None
 
 
 def memory_error_line(e):

@@ -1,7 +1,7 @@
 """Helpers for the tests that train tiny runs (test_train, test_train_seeds, test_faults,
 test_rundir, test_validation, test_figures): train.py flags, running a command in a fresh process,
-a one-line error, a full disk at a chosen write, a child train.py paused at a known step, and
-`tiny_run`, one finished tiny run per test module.
+a one-line error, a full disk at a chosen write, a child train.py paused at a known step or in
+the middle of a write, and `tiny_run`, one finished tiny run per test module.
 """
 import errno
 import os
@@ -113,6 +113,45 @@ def start_paused(argv, step):
             return proc
     proc.wait(timeout=60)
     raise AssertionError(f"train.py ended before step {step}: {proc.stderr.read()}")
+
+
+# A child train.py that stops halfway through its `call`-th atomic write of a file called `name`
+# (the temporary file beside it half written) and waits there to be killed.
+PAUSED_WRITE_CHILD = """
+import sys, time
+from flmn_np.data import files
+real, calls = files.atomic_write, []
+
+def atomic_write(path, write):
+    if str(path).endswith({name!r}):
+        calls.append(path)
+        if len(calls) == {call}:
+            def half(f):
+                f.write(b"half a file")
+                f.flush()
+                print("paused in the write of", path, flush=True)
+                time.sleep(600)
+            return real(path, half)
+    return real(path, write)
+
+for module in ("checkpoint", "rundir", "validation", "curves"):
+    __import__("flmn_np.runs." + module, fromlist=["_"]).atomic_write = atomic_write
+from flmn_np.runs import training
+sys.exit(training.main(sys.argv[1:]))
+"""
+
+
+def start_paused_in_write(argv, name, call=1):
+    """Start train.py `argv` in a child process that holds still halfway through its `call`-th
+    write of a file called `name` (kill it with kill_hard: what a kill -9 mid-write leaves)."""
+    child = PAUSED_WRITE_CHILD.format(name=name, call=call)
+    proc = subprocess.Popen([sys.executable, "-c", child, *argv], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in proc.stdout:
+        if line.startswith("paused in the write of"):
+            return proc
+    proc.wait(timeout=60)
+    raise AssertionError(f"train.py never wrote {name} {call} times: {proc.stderr.read()}")
 
 
 def kill_hard(proc):

@@ -2,6 +2,7 @@
 the last good checkpoint kept."""
 import importlib.util
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -9,9 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-from run_helpers import (REPO, assert_clean_error, fail_on, kill_hard, one_line_error, params_of,
-                         run_cli, start_paused, tiny_flags, tiny_run,  # noqa: F401
-                         train_in_process)
+from run_helpers import (REPO, STEPS, assert_clean_error, fail_on, kill_hard, one_line_error,
+                         params_of, run_cli, start_paused, start_paused_in_write, tiny_flags,
+                         tiny_run, train_in_process)  # noqa: F401
 
 from flmn_np import bench, gpucheck, gradcheck
 from flmn_np.data import cli as data_cli
@@ -455,3 +456,162 @@ def test_resume_writes_the_end_files_a_kill_during_the_final_evaluation_left_out
     assert (out / "eval_omniglot_best.json").read_text() == best and (out / "curves.png").is_file()
     proc = run_cli(["train.py", "--out", str(out), "--resume"])
     assert proc.returncode == 0 and "already trained" in proc.stdout
+
+
+# ---------------------------------------------------------------- a resumed run keeps its dtype
+
+def test_resume_casts_a_parameter_saved_as_float64_and_says_so(tiny_run, data_dir, tmp_path,
+                                                               capsys):
+    """A checkpoint whose W_out (and its Adam moment) was saved as float64 in a float32 run: the
+    resume trained on in mixed precision and wrote float64 back. It casts, as --init-from does,
+    says so in one line, and ends bit for bit as the uninterrupted run."""
+    out = tmp_path / "run"
+    assert train_in_process(tiny_flags(data_dir, out, **{"--steps": 4})) == 0
+    ckpt = load_checkpoint(out / "checkpoint.npz")
+    rewrite_checkpoint(out / "checkpoint.npz",
+                       **{"param/W_out": ckpt.params["W_out"].astype(np.float64),
+                          "opt/m/W_out": ckpt.opt_state["m/W_out"].astype(np.float64)})
+    capsys.readouterr()
+    assert train_in_process(["--out", str(out), "--resume", "--steps", str(STEPS)]) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if "cast to" in line]
+    assert said == [f"{out / 'checkpoint.npz'}: W_out (float64), m/W_out (float64) cast to "
+                    f"float32, the dtype this run trains in"], said
+    done = load_checkpoint(out / "checkpoint.npz")
+    assert {v.dtype for v in (*done.params.values(), *done.opt_state.values())
+            if v.dtype.kind == "f"} == {np.dtype(np.float32)}
+    ref = params_of(tiny_run)
+    for k in ref:
+        np.testing.assert_array_equal(done.params[k], ref[k], err_msg=k)
+
+
+# ---------------------------------------------------------------- strip: no path of one machine
+
+def machine_paths_in(run_dir, *paths):
+    """{file name: the paths of `paths` it holds} for every file of RUN_DIR holding one: in its
+    bytes, or in a text entry of an npz (a checkpoint's config, stored as UTF-32)."""
+    found = {}
+    for f in sorted(run_dir.iterdir()):
+        text = f.read_bytes()
+        if f.suffix == ".npz":
+            with np.load(f, allow_pickle=False) as z:
+                text += "".join(str(z[k]) for k in z.files if z[k].dtype.kind == "U").encode()
+        held = [p for p in paths if str(p).encode() in text]
+        if held:
+            found[f.name] = held
+    return found
+
+
+def test_strip_leaves_no_path_of_this_machine_in_the_run(data_dir, tmp_path):
+    """A run trained with an absolute --out, --data-dir and --init-from: strip left the --out
+    path in config.json, in the checkpoints' recorded config and in eval_omniglot.json. Now no
+    file holds one, and evaluate still reads checkpoint.npz and best.npz."""
+    val = {"--val-classes": 10, "--val-episodes": 2}
+    src, out = tmp_path / "first", tmp_path / "published"
+    assert train_in_process(tiny_flags(data_dir, src, **val)) == 0
+    assert train_in_process(tiny_flags(data_dir, out, **{"--init-from": src / "best.npz"},
+                                       **val)) == 0
+    paths = (tmp_path, data_dir, data_dir.resolve())
+    assert set(machine_paths_in(out, *paths)) >= {"config.json", "checkpoint.npz", "best.npz",
+                                                  "eval_omniglot.json"}
+    proc = run_cli(["-m", "flmn_np.runs.checkpoint", "strip", str(out / "checkpoint.npz")])
+    assert proc.returncode == 0 and "parameters only" in proc.stdout, proc.stderr
+    assert machine_paths_in(out, *paths) == {}
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert (config["out"], config["init_from"]) == ("published", "best.npz")
+    assert load_checkpoint(out / "checkpoint.npz").opt_state == {}
+    assert load_checkpoint(out / "best.npz").opt_state != {}          # only its paths changed
+    for best in ([], ["--best"]):
+        assert evaluate_main([str(out), "--episodes", "2", "--backend", "numpy",
+                              "--data-dir", str(data_dir), "--json",
+                              str(tmp_path / "e.json"), *best]) == 0
+
+
+def test_strip_of_a_run_with_a_damaged_file_changes_nothing(tiny_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    (out / "eval_omniglot.json").write_text("{cut short")
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    code = checkpoint_module.main(["strip", str(out / "checkpoint.npz")])
+    one_line_error(capsys, code, "eval_omniglot.json is damaged")
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+
+
+# ---------------------------------------------------------------- what a kill -9 mid-write leaves
+
+def temporary_files(run_dir):
+    return sorted(p.name for p in run_dir.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_resume_removes_the_temporary_file_a_kill_during_a_checkpoint_left(tiny_run, data_dir,
+                                                                           tmp_path):
+    """kill -9 halfway through the checkpoint of step 4: its temporary file stayed forever.
+    --resume removes it, says so, and ends bit for bit as the uninterrupted run."""
+    out = tmp_path / "run"
+    kill_hard(start_paused_in_write(tiny_flags(data_dir, out), "checkpoint.npz", call=2))
+    left = temporary_files(out)
+    assert len(left) == 1 and left[0].startswith(".checkpoint.npz."), left
+    assert load_checkpoint(out / "checkpoint.npz").step == 2
+    proc = run_cli(["train.py", "--out", str(out), "--resume"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"{out}: removed what a killed write left: {left[0]}" in proc.stdout
+    assert temporary_files(out) == []
+    ours, ref = params_of(out), params_of(tiny_run)
+    assert ours.keys() == ref.keys() and all(np.array_equal(ours[k], ref[k]) for k in ref)
+
+
+def test_a_fresh_run_where_a_kill_cut_the_first_write_starts_again(tiny_run, data_dir,
+                                                                   tmp_path):
+    """kill -9 while a fresh run wrote config.json: the folder held the lock and a temporary file,
+    and the same command again was refused (a folder with other files in it)."""
+    out = tmp_path / "run"
+    kill_hard(start_paused_in_write(tiny_flags(data_dir, out), "config.json"))
+    assert len(temporary_files(out)) == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted([".lock", *temporary_files(out)])
+    refused = run_cli(["train.py", "--out", str(out), "--resume"])      # there is no run yet
+    assert_clean_error(refused, "holds no run")
+    assert len(temporary_files(out)) == 1                               # a refusal changes nothing
+    proc = run_cli(["train.py", *tiny_flags(data_dir, out)])
+    assert proc.returncode == 0, proc.stderr
+    assert temporary_files(out) == []
+    ours, ref = params_of(out), params_of(tiny_run)
+    assert all(np.array_equal(ours[k], ref[k]) for k in ref)
+
+
+def test_a_write_in_progress_is_not_taken_for_a_killed_one(tmp_path):
+    """The temporary file of a writer still running (evaluate writing into the run, say) stays."""
+    from flmn_np.runs.rundir import stale_temporary_files
+    live = tmp_path / f".eval_omniglot.json.{os.getpid()}.tmp"
+    live.write_text("{")
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)
+    dead = tmp_path / f".checkpoint.npz.{int(done.stdout)}.tmp"
+    dead.write_text("half")
+    (tmp_path / "notes.tmp").write_text("mine")
+    assert stale_temporary_files(tmp_path) == [dead]
+
+
+def test_an_error_names_the_file_not_its_temporary_file(tiny_run, data_dir, tmp_path):
+    """evaluate --json FOLDER (a folder given for a file): the error named the temporary file
+    .FOLDER.PID.tmp -> FOLDER. It names FOLDER, and nothing is left beside it."""
+    folder = tmp_path / "evals"
+    folder.mkdir()
+    proc = run_cli(["-m", "flmn_np.evaluate", str(tiny_run), "--episodes", "2", "--backend",
+                    "numpy", "--data-dir", str(data_dir), "--json", str(folder)])
+    assert_clean_error(proc, f"{folder}: Is a directory")
+    assert ".tmp" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evals"]
+
+
+def test_a_deep_out_whose_temporary_names_are_too_long_is_one_line_naming_the_file(data_dir,
+                                                                                   tmp_path):
+    """An --out so deep that config.json fits in the system's path limit (4095) but its
+    temporary file .config.json.PID.tmp does not: the error named the temporary file."""
+    out = tmp_path
+    while len(str(out)) < 4080 - 256:
+        out = out / ("d" * 200)
+    out = out / ("d" * (4080 - len(str(out)) - 1))          # a last part of 55 to 255 characters
+    assert len(str(out)) == 4080
+    proc = run_cli(["train.py", *tiny_flags(data_dir, out)])
+    assert_clean_error(proc, f"{out / 'config.json'}: File name too long", "a shorter name")
+    assert ".tmp" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert list(tmp_path.iterdir()) == []                                # a failed start

@@ -3,6 +3,7 @@ each into its own run directory OUT/seed-N that equals the run its seed trains a
 bit on NumPy (each model of a stack computes what it computes alone: tests/test_stack.py).
 """
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -74,6 +75,8 @@ def test_seeds_name_lists_and_ranges(text, seeds):
     (["--seeds", "a-c"], "each item must be"), (["--seeds", "1.5"], "each item must be"),
     (["--seeds", "3-1"], "A <= B"), (["--seeds", "-1"], "non-negative"),
     (["--seeds", "1,2,1"], "names seed 1 twice"), (["--seeds", "1-3,2"], "names seed 2 twice"),
+    (["--seeds", "0-998,998"], "names seed 998 twice"),
+    (["--seeds", "0-1000"], "names 1001 seeds; one process trains at most 1000"),
     (["--seeds", "1,2", "--seed", "3"], "--seeds and --seed together")])
 def test_bad_seeds_are_one_line(argv, fragment, capsys):
     with pytest.raises(ConfigError, match=fragment):
@@ -81,6 +84,24 @@ def test_bad_seeds_are_one_line(argv, fragment, capsys):
     assert train_in_process(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("train.py: ") and err.count("\n") == 1 and fragment in err, err
+
+
+@pytest.mark.parametrize("text, count", [("0-99999", 100000), ("0-9,10-99999", 100000),
+                                         ("0-999999999999999999", 10 ** 18)])
+def test_a_slip_in_seeds_is_answered_at_once(text, count, tmp_path):
+    """--seeds 0-99999 (for 0-9) printed nothing for over a minute (a quadratic check for a seed
+    given twice); a range is now counted before it is expanded."""
+    out = tmp_path / "stack"
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=f"names {count} seeds"):
+        parse_seeds(text)
+    assert time.perf_counter() - start < 0.1
+    proc = run_cli(["train.py", "--seeds", text, "--out", str(out)], timeout=30)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr == (f"train.py: error: --seeds {text!r} names {count} seeds; one process "
+                           f"trains at most 1000 (each holds its run directory open): give "
+                           f"fewer\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_seeds_put_each_run_in_a_folder_of_out():
@@ -147,15 +168,77 @@ def test_a_seed_that_diverges_stops_alone(data_dir, tmp_path, monkeypatch, capsy
     monkeypatch.setattr(stack_module, "batch_for_step", poisoned)
     out = tmp_path / "stack"
     assert train_in_process(tiny_flags(data_dir, out, **{"--seeds": "1-3"})) == 2
-    out_text = capsys.readouterr().err
+    said = capsys.readouterr()
     assert f"train.py: the loss is not finite (nan) at step 3; stopped, the last good " \
-           f"checkpoint (step 2) is kept in {out / 'seed-2'}" in out_text
-    assert "the other seeds go on" in out_text
+           f"checkpoint (step 2) is kept in {out / 'seed-2'} (try a smaller --lr or --clip); " \
+           f"seeds 1, 3 go on\n" in said.err
+    assert said.out.splitlines()[-1] == (
+        f"done: {out / 'seed-1'} (step 6), {out / 'seed-3'} (step 6); each with "
+        f"eval_omniglot.json, curves.png; stopped on an error (above): {out / 'seed-2'}")
     assert load_checkpoint(out / "seed-2" / "checkpoint.npz").step == 2
+    assert not (out / "seed-2" / "eval_omniglot.json").exists()
     monkeypatch.undo()
     alone = train_alone(data_dir, tmp_path, (1, 3))
     for seed in (1, 3):
         assert_same_run(out / f"seed-{seed}", alone[seed])
+
+
+def test_a_stack_whose_every_seed_diverges_names_no_run_done(data_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    """Every seed's images turn to NaN from step 3: the last line was 'done: ; each with
+    eval_omniglot.json, curves.png' (no run, files that do not exist) and each stop line said
+    'the other seeds go on' when none did."""
+    draw = stack_module.batch_for_step
+
+    def poisoned(run, step):
+        x, y, inst = draw(run, step)
+        return (x * np.nan if step >= 3 else x), y, inst
+    monkeypatch.setattr(stack_module, "batch_for_step", poisoned)
+    out = tmp_path / "stack"
+    assert train_in_process(tiny_flags(data_dir, out, **{"--seeds": "1,2"})) == 2
+    said = capsys.readouterr()
+    stops = [line[line.index("train.py: "):] for line in said.err.splitlines()
+             if "train.py: " in line]
+    assert stops == [f"train.py: the loss is not finite (nan) at step 3; stopped, the last good "
+                     f"checkpoint (step 2) is kept in {out / f'seed-{s}'} (try a smaller --lr or "
+                     f"--clip)" for s in (1, 2)], stops
+    assert said.out.splitlines()[-1] == (f"stopped: no run ended, every one stopped on an error "
+                                         f"(above): {out / 'seed-1'}, {out / 'seed-2'}")
+    for seed in (1, 2):
+        assert load_checkpoint(out / f"seed-{seed}" / "checkpoint.npz").step == 2
+        assert not (out / f"seed-{seed}" / "eval_omniglot.json").exists()
+        assert not (out / f"seed-{seed}" / "curves.png").exists()
+
+
+def test_the_last_line_names_only_the_end_files_a_stack_writes(data_dir, tmp_path, capsys):
+    out = tmp_path / "stack"
+    assert train_in_process(tiny_flags(data_dir, out, **{"--seeds": "1,2",
+                                                         "--final-eval-episodes": 0})) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"done: {out / 'seed-1'} (step 6), {out / 'seed-2'} (step 6); each with curves.png")
+    assert not (out / "seed-1" / "eval_omniglot.json").exists()
+
+
+# ---------------------------------------------------------------- a start that fails
+
+@pytest.mark.parametrize("seeds, flags, open_files, fragment", [
+    ("1,2", {"--classes": 415}, None, "--classes 415 is more than the 414 held-out test"),
+    ("0-999", {}, 64, "Too many open files")], ids=["classes", "open-files"])
+def test_a_fresh_stack_whose_start_fails_leaves_nothing(seeds, flags, open_files, fragment,
+                                                        data_dir, tmp_path):
+    """A failed start of a fresh stack left an empty OUT: the seed folders were removed in the
+    order they were made, so OUT was not yet empty at its turn (and the folder of the seed whose
+    lock could not be opened stayed)."""
+    out = tmp_path / "new" / "stack"
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))) \
+        if open_files else None
+    proc = subprocess.run([sys.executable, "train.py",
+                           *tiny_flags(data_dir, out, **{"--seeds": seeds}, **flags)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          preexec_fn=limit)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert fragment in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------- resume, Ctrl-C, readers

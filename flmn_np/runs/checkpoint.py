@@ -123,31 +123,88 @@ def check_shapes(loaded, expected, what="parameters"):
                                   f"this model needs {np.shape(expected[k])}")
 
 
-def strip_optimizer_state(path):
-    """Rewrite a checkpoint with its parameters, step and config only: a third of the size, for
-    publishing a finished run that others re-evaluate. `evaluate` reads it; `--resume` refuses
-    it."""
+def strip(path):
+    """Publish the finished run of checkpoint `path`: the checkpoint rewritten with its
+    parameters, step and config only (a third of the size; `evaluate` reads it, `--resume`
+    refuses it), and no path of one machine left in its run directory (public_files). Every file
+    is read and checked first: a damaged one is one CheckpointError and changes nothing."""
+    path = Path(path)
     ckpt = load_checkpoint(path)
-    save_checkpoint(path, ckpt.params, {}, ckpt.step, ckpt.config)
+    rewrites = public_files(path.parent, but=path.name)
+    save_checkpoint(path, ckpt.params, {}, ckpt.step, public_config(ckpt.config))
+    for rewrite in rewrites:
+        rewrite()
 
 
-def strip_data_folder(run_dir):
-    """Remove the data folder's machine path (datafolder.py) from RUN_DIR/config.json, if there."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        return
+# the checkpoints a run directory may hold (validation.BEST_NAME: the best on the validation
+# classes), whose recorded config must stay the one of config.json
+RUN_CHECKPOINTS = (CHECKPOINT_NAME, "best.npz")
+# the fields of a recorded config that hold a path (data_dir is recorded only when relative)
+PATH_FIELDS = ("out", "init_from")
+
+
+def public_path(text):
+    """A path as a published run records it: a relative one as it is, an absolute one relative
+    to the working directory when it lies below it, else its last part (a folder's or file's
+    name). None stays None."""
+    if text is None or not Path(text).is_absolute():
+        return text
     try:
-        record = json.loads(path.read_text())
-    except ValueError as e:
+        return str(Path(text).relative_to(Path.cwd()))
+    except ValueError:
+        return Path(text).name
+
+
+def public_config(config):
+    """A recorded config with every path of one machine made public (PATH_FIELDS)."""
+    return {**config, **{k: public_path(config[k]) for k in PATH_FIELDS if k in config}}
+
+
+def public_files(run_dir, but=None):
+    """The rewrites (functions, none called yet) that leave no path of one machine in RUN_DIR:
+    config.json without the data folder (datafolder.py) and with its config's paths public,
+    the same config in its checkpoints (but `but`, rewritten by the caller; their state kept),
+    and the run_dir of its eval_*.json. Reads and checks every file: CheckpointError if one is
+    damaged."""
+    run_dir, rewrites = Path(run_dir), []
+    for path in [run_dir / "config.json", *sorted(run_dir.glob("eval_*.json"))]:
+        if not path.is_file():
+            continue
+        record = _read_json(path)
+        public = _public_record(record)
+        if public != record:
+            rewrites.append(lambda path=path, text=to_json(public) + "\n":
+                            atomic_write(path, lambda f: f.write(text.encode())))
+    for name in RUN_CHECKPOINTS:
+        if name != but and os.path.lexists(run_dir / name):
+            ckpt = load_checkpoint(run_dir / name)
+            if public_config(ckpt.config) != ckpt.config:
+                rewrites.append(lambda path=run_dir / name, c=ckpt: save_checkpoint(
+                    path, c.params, c.opt_state, c.step, public_config(c.config)))
+    return rewrites
+
+
+def _public_record(record):
+    """config.json's or an eval_*.json's content without a path of one machine."""
+    if not isinstance(record, dict):
+        return record
+    if isinstance(record.get("config"), dict):          # config.json
+        record = {**drop_folder(record), "config": public_config(record["config"])}
+    if isinstance(record.get("run_dir"), str):          # eval_*.json
+        record = {**record, "run_dir": public_path(record["run_dir"])}
+    return record
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is damaged ({e})") from None
-    if isinstance(record, dict) and "folder" in (record.get("data") or {}):
-        text = to_json(drop_folder(record)) + "\n"
-        atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def main(argv=None):
     """python -m flmn_np.runs.checkpoint strip FILE [FILE ...]: each checkpoint to its
-    parameters, and the config.json beside it without the data folder's machine path."""
+    parameters, and no path of one machine left in the run directory beside it (public_files)."""
     parser = argparse.ArgumentParser(
         prog="python -m flmn_np.runs.checkpoint",
         description="Strip the optimizer state from finished runs' checkpoints (they can then be "
@@ -160,9 +217,8 @@ def main(argv=None):
 
 def strip_all(files):
     for f in files:
-        strip_optimizer_state(f)
-        strip_data_folder(Path(f).parent)
-        print(f"{f}: parameters only")
+        strip(f)
+        print(f"{f}: parameters only; no path of this machine left in {Path(f).parent}")
     return 0
 
 

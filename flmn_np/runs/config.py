@@ -11,6 +11,7 @@ The fields split into two groups:
   change when a run is resumed, e.g. `--steps` to train longer.
 """
 import argparse
+import collections
 import dataclasses
 import json
 import typing
@@ -29,6 +30,10 @@ IDENTITY_FIELDS = (
     "val_classes", "cosine_eps", "init_from",
 )
 
+
+# The most seeds one train.py --seeds trains: each member holds its run directory's lock (an open
+# file) for the life of the process, and a stack of more is a slip (0-99999 for 0-9).
+MAX_SEEDS = 1000
 
 # Values of fields added after runs were recorded without them: such a run was made this way.
 LEGACY_DEFAULTS = {"cosine_eps": "inside"}
@@ -196,8 +201,8 @@ def build_parser():
         choices=BACKENDS)
     opt("--data-dir", "dataset folder (default: $FLMN_DATA_DIR, else ./data)", type=str)
     opt("--seeds", "train these seeds' models side by side in one process, as one stack: "
-        "'1,2,3', '1-5' or both ('1-3,7'); each is a complete run in OUT/seed-N (default: one "
-        "model, --seed)", type=str)
+        f"'1,2,3', '1-5' or both ('1-3,7'), at most {MAX_SEEDS}; each is a complete run in "
+        "OUT/seed-N (default: one model, --seed)", type=str)
     opt("--out", "run directory (default: runs/<model>-exp<k>-seed<s>; with --seeds the folder "
         "of their runs, default runs/<model>-exp<k>)", type=str)
     opt("--resume", "continue the run in --out from its checkpoint.npz; other flags default to "
@@ -229,22 +234,33 @@ def parse_command_line(argv=None):
 
 def parse_seeds(text):
     """'1,2,3', '1-5' or '1-3,7' -> (1, 2, 3, ...); ConfigError for an empty list, a value that
-    is not a non-negative integer or a range A-B with A <= B, and for a seed given twice."""
-    seeds = []
-    for item in text.split(","):
-        first, dash, last = item.strip().partition("-")
-        try:
-            a, b = int(first), int(last) if dash else int(first)
-        except ValueError:
-            a = b = -1
-        if a < 0 or b < a or not first.strip().isdigit():
-            raise ConfigError(f"--seeds {text!r}: each item must be a seed N or a range A-B "
-                              f"(non-negative integers, A <= B), as in 1,2,3 or 1-5")
-        seeds.extend(range(a, b + 1))
-    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    is not a non-negative integer or a range A-B with A <= B, for more than MAX_SEEDS seeds
+    (counted before a range is expanded, so a slip like 0-99999 is answered at once) and for a
+    seed given twice."""
+    ranges = [_seed_range(text, item) for item in text.split(",")]
+    count = sum(len(r) for r in ranges)
+    if count > MAX_SEEDS:
+        raise ConfigError(f"--seeds {text!r} names {count} seeds; one process trains at most "
+                          f"{MAX_SEEDS} (each holds its run directory open): give fewer")
+    seeds = [s for r in ranges for s in r]
+    twice = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)
     if twice:
         raise ConfigError(f"--seeds {text!r} names seed {', '.join(map(str, twice))} twice")
     return tuple(seeds)
+
+
+def _seed_range(text, item):
+    """One item of --seeds, 'N' or 'A-B', as a range; ConfigError (naming all of `text`) for
+    anything else."""
+    first, dash, last = item.strip().partition("-")
+    try:
+        a, b = int(first), int(last) if dash else int(first)
+    except ValueError:
+        a = b = -1
+    if a < 0 or b < a or not first.strip().isdigit():
+        raise ConfigError(f"--seeds {text!r}: each item must be a seed N or a range A-B "
+                          f"(non-negative integers, A <= B), as in 1,2,3 or 1-5")
+    return range(a, b + 1)
 
 
 def resolve(cfg):

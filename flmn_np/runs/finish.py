@@ -14,7 +14,7 @@ from .checkpoint import load_checkpoint
 from .curves import plot_runs
 from .evaluation import eval_record, evaluate_params, params_from_checkpoint
 from .metrics import format_accuracy_table
-from .rundir import write_json
+from .rundir import remove_stale_temporary_files, write_json
 from .setup import setup
 from .validation import BEST_NAME, ended_early
 
@@ -92,6 +92,7 @@ def already_trained(rd, loaded=None):
         return False
     missing = end_files_missing(rd) if rd.ckpt.step <= rd.cfg.steps else []
     if not missing:
+        remove_stale_temporary_files(rd.path)
         print(f"{rd.path} is already trained to step {rd.ckpt.step}; pass a larger "
               + ("--patience" if early else "--steps") + " to train on")
         return True

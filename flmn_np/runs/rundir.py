@@ -6,11 +6,12 @@ config that every reader checks. (How a command reports what went wrong: cli.run
                     dies, so even a `kill -9` leaves no stale lock; the file goes when the run ends.
     config.json     the run's record (setup.run_record); read back with `read_record`
 
-Every file of a run is written whole (data.files.atomic_write: a temp file renamed into place)
-except the two logs, metrics.csv and validation.csv, which grow by one flushed row at a time. A
-crash can cut their last row short; readers drop such a row with a warning, and a resumed run
-first drops every row past its checkpoint's step (`keep_rows_until`), so it appends exactly the
-rows the uninterrupted run would have.
+Every file of a run is written whole (data.files.atomic_write: a temp file .NAME.PID.tmp renamed
+into place; one a kill -9 left mid-write is removed when the next run starts there,
+`remove_stale_temporary_files`) except the two logs, metrics.csv and validation.csv, which grow
+by one flushed row at a time. A crash can cut their last row short; readers drop such a row with
+a warning, and a resumed run first drops every row past its checkpoint's step
+(`keep_rows_until`), so it appends exactly the rows the uninterrupted run would have.
 """
 import csv
 import fcntl
@@ -20,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..cli import temporary_file
 from ..data.files import atomic_write
 from ..data.splits import make_split
 from ..errors import FlmnError
@@ -95,13 +97,18 @@ class RunDir:
     def abandon(self):
         """A start that failed before config.json was written: leave nothing behind."""
         self.close()
-        if (self.path / CONFIG_NAME).exists():
-            return
-        for folder in reversed(self.created):     # deepest first; only if still empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        if not (self.path / CONFIG_NAME).exists():
+            remove_created(self.created)
+
+
+def remove_created(created):
+    """Remove the folders make_dirs created, deepest first, each only while it is empty; stops at
+    the first one that is not."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def open_run_dir(cfg, given):
@@ -119,7 +126,11 @@ def open_run_dir(cfg, given):
         raise ConfigError(f"--resume: {path} holds no run (no {CONFIG_NAME}); drop --resume "
                           f"to start one there")
     created = make_dirs(path)
-    lock = RunLock.acquire(path)
+    try:
+        lock = RunLock.acquire(path)
+    except BaseException:       # in use, or an OS error (too many open files)
+        remove_created(created)
+        raise
     try:
         if cfg.resume:
             return _open_for_resume(path, given, lock, created)
@@ -131,21 +142,30 @@ def open_run_dir(cfg, given):
 
 
 def make_dirs(path):
-    """mkdir -p; returns the folders it created, outermost first."""
+    """mkdir -p; returns the folders it created, outermost first. One that fails (a name too
+    long, a read-only parent) leaves none of them."""
     missing = []
     p = Path(path)
     while not p.exists() and p != p.parent:
         missing.append(p)
         p = p.parent
-    path.mkdir(parents=True, exist_ok=True)
-    return list(reversed(missing))
+    missing.reverse()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        remove_created([p for p in missing if p.is_dir()])
+        raise
+    return missing
 
 
 def _check_empty(path):
+    """ConfigError unless `path` is a folder a fresh run may use: empty but for a lock and the
+    temporary files of a killed write (removed when the run starts)."""
     if (path / CONFIG_NAME).exists() or (path / CHECKPOINT_NAME).exists():
         raise ConfigError(f"{path} already holds a run; pass --resume to continue it, "
                           f"or choose another --out")
-    others = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)
+    stale = set(stale_temporary_files(path))
+    others = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME and p not in stale)
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise ConfigError(f"--out {path} is a folder with other files in it ({shown}) and no "
@@ -160,6 +180,42 @@ def _open_for_resume(path, given, lock, created):
         ckpt = load_checkpoint(path / CHECKPOINT_NAME)
         check_belongs(ckpt, cfg, path / CHECKPOINT_NAME)
     return RunDir(path, cfg, ckpt, record, lock, created)
+
+
+# ---------------------------------------------------------------- what a kill -9 leaves
+
+def stale_temporary_files(run_dir):
+    """The temporary files of atomic writes (cli.temporary_file) in `run_dir` whose writer is no
+    longer running: what a process killed while writing a file leaves beside it."""
+    stale = []
+    for p in sorted(Path(run_dir).iterdir()):
+        found = temporary_file(p)
+        if found and p.is_file() and not p.is_symlink() and not _is_running(found[1]):
+            stale.append(p)
+    return stale
+
+
+def _is_running(pid):
+    """True when a process `pid` exists (or may: pid 0 is not a writer's, and is kept)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:      # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporary_files(run_dir):
+    """Remove what stale_temporary_files finds, saying so in one line; called by a train.py that
+    holds the directory's lock and is past every refusal (a refusal changes nothing)."""
+    removed = [p.name for p in stale_temporary_files(run_dir)]
+    for name in removed:
+        (Path(run_dir) / name).unlink(missing_ok=True)
+    if removed:
+        print(f"{run_dir}: removed what a killed write left: {', '.join(removed)}")
 
 
 # ---------------------------------------------------------------- the recorded config

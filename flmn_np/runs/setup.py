@@ -19,10 +19,10 @@ from ..data.episodes import EpisodeSource
 from ..data.files import KNOWN_FILES, file_hashes, resolve_data_dir
 from ..data.sources import omniglot_data
 from ..data.splits import make_split
-from .checkpoint import CheckpointError, check_shapes, load_checkpoint
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, check_shapes, load_checkpoint
 from .config import ConfigError, TrainConfig, check_episode_sizes, model_config
 from .datafolder import run_data_dir
-from .rundir import CONFIG_NAME, write_json
+from .rundir import CONFIG_NAME, remove_stale_temporary_files, write_json
 from .validation import BestTracker, split_validation
 
 DTYPE = "float32"     # float32 to train (float64 only in the gradient checks)
@@ -151,7 +151,7 @@ class Loaded:
 def setup(rd, loaded=None):
     """Load data (or take it from `loaded`), build params and optimizer or restore them from the
     checkpoint, and write config.json last: a start that fails before it leaves nothing
-    (rundir.RunDir.abandon)."""
+    (rundir.RunDir.abandon), and only then removes the temporary files a killed write left."""
     cfg, ckpt = rd.cfg, rd.ckpt
     loaded = Loaded() if loaded is None else loaded
     mcfg = model_config(cfg)
@@ -180,12 +180,13 @@ def setup(rd, loaded=None):
             raise CheckpointError(f"the class split made now differs from the one recorded in "
                                   f"{rd.path / CONFIG_NAME}; cannot resume")
         if ckpt is not None:
-            params = restore(ckpt, params, opt, xp)
+            params = restore(ckpt, params, opt, xp, rd.path / CHECKPOINT_NAME)
         record["config"] = cfg.to_dict()
         record.setdefault("resumes", []).append(
             {"time": now(), "step": start_step, "backend": backend_name(xp)})
         print(f"resuming {rd.path} at step {start_step}"
               + ("" if ckpt else " (it stopped before its first checkpoint)"))
+    remove_stale_temporary_files(rd.path)
     write_json(rd.path / CONFIG_NAME, record)
     best = None
     if val is not None:
@@ -215,14 +216,23 @@ def params_from_init(cfg, params, xp):
             {"step": init.step, "sha256": file_hashes(Path(cfg.init_from))[0]})
 
 
-def restore(ckpt, params, opt, xp):
+def restore(ckpt, params, opt, xp, path):
     """The checkpoint's parameters on `xp`, and its state loaded into `opt`, after checking both
-    against the model's shapes."""
+    against the model's shapes. An array saved in another floating dtype than the one the run
+    trains in (a checkpoint rewritten as float64, say) is cast to it, as --init-from does, and
+    one line names it: every step then computes what the run computes (bit for bit when the
+    values came from the training dtype)."""
     check_shapes(ckpt.params, params)
     if not ckpt.opt_state:
         raise CheckpointError("the checkpoint holds parameters only (optimizer state stripped for "
                               "publishing): it can be evaluated, not resumed")
     check_shapes(ckpt.opt_state, opt.state_dict(), "optimizer state")
-    opt.load_state_dict({k: v if v.dtype.kind in "iu" else asarray(v, xp)
+    cast = [(k, v.dtype) for k, v in (*ckpt.params.items(), *ckpt.opt_state.items())
+            if v.dtype.kind == "f" and v.dtype != np.dtype(DTYPE)]
+    if cast:
+        shown = ", ".join(f"{k} ({dtype})" for k, dtype in cast[:3])
+        print(f"{path}: {shown}{', ...' if len(cast) > 3 else ''} cast to {DTYPE}, the dtype "
+              f"this run trains in")
+    opt.load_state_dict({k: v if v.dtype.kind in "iu" else asarray(v, xp, DTYPE)
                          for k, v in ckpt.opt_state.items()})
-    return {k: asarray(v, xp) for k, v in ckpt.params.items()}
+    return {k: asarray(v, xp, DTYPE) for k, v in ckpt.params.items()}

@@ -50,10 +50,16 @@ def open_members(cfg, given, seeds):
                                     {**given, "seed": seed, "out": out}))
         check_stackable([rd.cfg for rd in rds])
     except BaseException:
-        for rd in rds:
-            rd.abandon()
+        abandon_all(rds)
         raise
     return rds
+
+
+def abandon_all(rds):
+    """Abandon runs that failed to start, the last opened first: a member's folder goes before
+    the OUT folder the first member created, so a failed fresh stack leaves nothing."""
+    for rd in reversed(rds):
+        rd.abandon()
 
 
 def check_stackable(cfgs):

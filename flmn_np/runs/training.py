@@ -44,7 +44,7 @@ from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, m
                       per_instance_counts, start_metrics)
 from .rundir import TrainingError, kept_checkpoint, open_run_dir, write_json
 from .setup import Loaded, setup
-from .stack import Stack, open_members
+from .stack import Stack, abandon_all, open_members
 
 # ---------------------------------------------------------------- the loop
 
@@ -209,7 +209,7 @@ def train(stack):
                 bar.update(1)
                 stopping = stop.is_set()
                 if is_eval_step(cfg, step) or stopping or step % cfg.log_every == 0:
-                    first = stack.runs[0]
+                    first, errors = stack.runs[0], []
                     for run in stack.runs:
                         try:
                             done = log_point(run, stats[run.cfg.seed], step,
@@ -219,7 +219,7 @@ def train(stack):
                         except TrainingError as e:
                             if not stack.lead:
                                 raise
-                            tqdm.write(f"train.py: {e}; the other seeds go on", file=sys.stderr)
+                            errors.append(e)
                             failed.append(run)
                             stack.drop(run)
                             continue
@@ -227,12 +227,23 @@ def train(stack):
                             end_of_run(run)
                             ended[run.cfg.seed] = step
                             stack.drop(run)
+                    report_stopped(errors, stack)
                 if stopping or not stack.runs:
                     break
     finally:
         bar.close()
         restore_signals()
     return step, stop.signum if stack.runs else None, ended, failed
+
+
+def report_stopped(errors, stack):
+    """One line on stderr for each member of a stack that stopped on an error at this log point,
+    saying whether the others go on (said once every member of the point has been logged)."""
+    left = [run.cfg.seed for run in stack.runs]
+    goes_on = (f"; seed{'s' if len(left) > 1 else ''} {', '.join(map(str, left))} "
+               f"go{'' if len(left) > 1 else 'es'} on" if left else "")
+    for e in errors:
+        tqdm.write(f"train.py: {e}{goes_on}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- entry point
@@ -264,8 +275,7 @@ def train_in(rds, stacked=False, resume=None):
     try:
         runs = [setup(rd, loaded) for rd in rds]
     except BaseException:
-        for rd in rds:
-            rd.abandon()
+        abandon_all(rds)
         raise
     code = 0
     for start in sorted({run.start_step for run in runs}):
@@ -295,14 +305,31 @@ def train_stack(stack, resume):
         print(f"interrupted ({signal.Signals(signum).name}) at step {step}; checkpoint"
               f"{'s' if stack.lead else ''} saved. Resume with:\n  {resume}", file=sys.stderr)
         return 128 + signum
-    files = f"eval_omniglot.json, curves.png{', best.npz' if runs[0].best else ''}"
+    files = ", ".join(end_files(runs[0]))
     if not stack.lead:
         print(f"done: {step} steps ({step * stack.cfg.batch_size} episodes); run in "
               f"{runs[0].dir} ({files})")
         return 0
-    print("done: " + ", ".join(f"{run.dir} (step {ended[run.cfg.seed]})" for run in runs
-                               if run.cfg.seed in ended) + f"; each with {files}")
+    print(stack_summary(runs, ended, failed, files))
     return 2 if failed else 0
+
+
+def end_files(run):
+    """The files the end of `run` writes beside its checkpoint (finish.py)."""
+    return (["eval_omniglot.json"] if run.cfg.final_eval_episodes else []) + ["curves.png"] + \
+        (["best.npz"] if run.best is not None else [])
+
+
+def stack_summary(runs, ended, failed, files):
+    """The last line of a stack: the runs that ended and the end files each wrote, and those
+    that stopped on an error (each reported above, with the checkpoint it kept)."""
+    done = ", ".join(f"{run.dir} (step {ended[run.cfg.seed]})" for run in runs
+                     if run.cfg.seed in ended)
+    stopped = ", ".join(str(run.dir) for run in failed)
+    if not done:
+        return f"stopped: no run ended, every one stopped on an error (above): {stopped}"
+    return f"done: {done}; each with {files}" + (f"; stopped on an error (above): {stopped}"
+                                                  if failed else "")
 
 
 def main(argv=None):
