@@ -579,7 +579,6 @@ def test_a_fresh_run_where_a_kill_cut_the_first_write_starts_again(tiny_run, dat
 
 def test_a_write_in_progress_is_not_taken_for_a_killed_one(tmp_path):
     """The temporary file of a writer still running (evaluate writing into the run, say) stays."""
-    from flmn_np.runs.rundir import stale_temporary_files
     live = tmp_path / f".eval_omniglot.json.{os.getpid()}.tmp"
     live.write_text("{")
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -587,7 +586,7 @@ def test_a_write_in_progress_is_not_taken_for_a_killed_one(tmp_path):
     dead = tmp_path / f".checkpoint.npz.{int(done.stdout)}.tmp"
     dead.write_text("half")
     (tmp_path / "notes.tmp").write_text("mine")
-    assert stale_temporary_files(tmp_path) == [dead]
+    assert rundir.stale_temporary_files(tmp_path) == [dead]
 
 
 def test_an_error_names_the_file_not_its_temporary_file(tiny_run, data_dir, tmp_path):
