@@ -38,6 +38,10 @@ MAX_SEEDS = 1000
 # Values of fields added after runs were recorded without them: such a run was made this way.
 LEGACY_DEFAULTS = {"cosine_eps": "inside"}
 
+# The dtype every run trains and is scored in: parameters, optimizer state, episodes (float64
+# only in the gradient checks); config.json records it.
+DTYPE = "float32"
+
 
 class ConfigError(FlmnError, ValueError):
     """A command line or run directory that cannot be used (the message says what to do)."""

@@ -20,12 +20,11 @@ from ..data.files import KNOWN_FILES, file_hashes, resolve_data_dir
 from ..data.sources import omniglot_data
 from ..data.splits import make_split
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, check_shapes, load_checkpoint
-from .config import ConfigError, TrainConfig, check_episode_sizes, model_config
+from .config import DTYPE, ConfigError, TrainConfig, check_episode_sizes, model_config
 from .datafolder import run_data_dir
 from .rundir import CONFIG_NAME, remove_stale_temporary_files, write_json
 from .validation import BestTracker, split_validation
 
-DTYPE = "float32"     # float32 to train (float64 only in the gradient checks)
 OMNIGLOT_FILES = ("images_background.zip", "images_evaluation.zip")
 
 

@@ -26,9 +26,8 @@ from ..core.backend import asarray
 from ..core.models import loss_and_grads, stack_params
 from ..core.optim import clip_by_global_norm, make_optimizer, model_state_dict, stack_state_dicts
 from ..data.episodes import draw_batch
-from .config import ConfigError
+from .config import DTYPE, ConfigError
 from .rundir import open_run_dir
-from .setup import DTYPE
 
 MEMBER_FOLDER = "seed-{seed}"      # --seeds 1-5 --out DIR: DIR/seed-1, ..., DIR/seed-5
 # what members of one stack may differ in (everything else is one config, stepped as one)
