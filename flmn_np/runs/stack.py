@@ -6,7 +6,8 @@ of docs/derivations.md#a-stack-of-models), and keeps each in its own run directo
 complete as a run trained alone: its config.json (its seed, its --out), metrics.csv, validation,
 checkpoints and eval files, read by every command as any run. A run's `params` and `opt` are
 views of its model in the stack (MemberParams, MemberOptimizer), so the loop's per-run code
-(log points, validation, checkpoints, the end files) is the single run's, unchanged.
+(log points, validation, checkpoints, the end files) is the single run's, unchanged, and so is
+its step (step.py), taken on the members' batches side by side.
 
 A single run is a stack of one without the model axis (lead = ()): the same loop, and its arrays
 are the run's own.
@@ -22,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.backend import asarray
-from ..core.models import loss_and_grads, stack_params
-from ..core.optim import clip_by_global_norm, make_optimizer, model_state_dict, stack_state_dicts
-from ..data.episodes import draw_batch
-from .config import DTYPE, ConfigError
+from ..core.models import stack_params
+from ..core.optim import make_optimizer, model_state_dict, stack_state_dicts
+from .config import ConfigError
 from .rundir import open_run_dir
+from .step import batch_for_step, train_step
 
 MEMBER_FOLDER = "seed-{seed}"      # --seeds 1-5 --out DIR: DIR/seed-1, ..., DIR/seed-5
 # what members of one stack may differ in (everything else is one config, stepped as one)
@@ -71,12 +71,6 @@ def check_stackable(cfgs):
         if diff:
             raise ConfigError(f"{cfgs[0].out} and {cfg.out} differ in {', '.join(diff)}: "
                               f"resume them apart (--out) or with the same flags")
-
-
-def batch_for_step(run, step):
-    """The host batch of training step `step` (1-based): a function of (seed, step) only."""
-    rng = np.random.default_rng((run.cfg.seed, step))
-    return draw_batch(run.train, run.cfg.batch_size, run.cfg.classes, run.cfg.samples, rng)
 
 
 class Stack:
@@ -124,18 +118,15 @@ class Stack:
         return {run.cfg.seed: batch_for_step(run, step) for run in self.runs}
 
     def train_on_batch(self, batches, stats):
-        """One optimizer step of every member on its batch (x, y, instance index): to the
-        device, loss and gradients, clipping per model, the update in place, and each member's
-        sums into stats[seed]."""
-        xp, lead = self.xp, self.lead
+        """One optimizer step of every member on its batch (step.train_step; the members'
+        batches stacked along the model axis), and each member's sums into stats[seed]."""
+        lead = self.lead
         if lead:
-            x, y, inst = (np.stack(part) for part in zip(*(batches[s] for s in self.seeds)))
+            batch = tuple(np.stack(part) for part in zip(*(batches[s] for s in self.seeds)))
         else:
-            x, y, inst = batches[self.cfg.seed]
-        y, inst = asarray(y, xp, "int64"), asarray(inst, xp, "int64")
-        loss, logits, grads = loss_and_grads(self.params, asarray(x, xp, DTYPE), y, self.mcfg)
-        grads, gnorm = clip_by_global_norm(grads, self.cfg.clip, lead)
-        self.opt.step(self.params, grads)
+            batch = batches[self.cfg.seed]
+        loss, gnorm, logits, y, inst = train_step(self.params, self.opt, batch, self.mcfg,
+                                                  self.cfg.clip, self.xp, lead)
         for i, seed in enumerate(self.seeds):
             if lead:
                 stats[seed].add(loss[i], gnorm[i], logits[i, ...], y[i, ...], inst[i, ...])

@@ -1,5 +1,5 @@
-"""The training loop behind train.py: set up (setup.py) or resume a run, train, log, evaluate,
-checkpoint, and write the end of the run (finish.py).
+"""The training loop behind train.py: set up (setup.py) or resume a run, train (one step:
+step.py), log, evaluate, checkpoint, and write the end of the run (finish.py).
 
 Run directory (--out; opened, locked and checked by rundir.py):
     config.json     the TrainConfig, model config, class split, where the data came from (the
@@ -13,9 +13,10 @@ Run directory (--out; opened, locked and checked by rundir.py):
                     (validation.py: early stopping on training classes held out of training)
 
 Randomness: the initial parameters come from --seed; the batch of step s from
-np.random.default_rng((seed, s)); evaluation episodes from their own fixed --eval-seed. Nothing
-else draws random numbers, so a run resumed from its checkpoint at step s continues exactly as the
-uninterrupted run would (bitwise on NumPy), and evaluation never changes what training sees.
+np.random.default_rng((seed, s)) (step.batch_for_step); evaluation episodes from their own fixed
+--eval-seed. Nothing else draws random numbers, so a run resumed from its checkpoint at step s
+continues exactly as the uninterrupted run would (bitwise on NumPy), and evaluation never changes
+what training sees.
 
 --seeds N,M,... trains the seeds' runs side by side as one stack (stack.py): the loop below
 steps the stack and gives each run its own log points, checkpoints and end, as if it ran alone.
