@@ -80,20 +80,21 @@ class Stack:
 
     def __init__(self, runs, stacked):
         self.cfg, self.xp, self.mcfg = runs[0].cfg, runs[0].xp, runs[0].mcfg
-        self.lead = (len(runs),) if stacked else ()
         self.runs = tuple(runs)
-        self.seeds = [run.cfg.seed for run in runs]
         if stacked:
             self._stack([run.params for run in runs], [run.opt.state_dict() for run in runs])
             self.runs = tuple(run._replace(params=MemberParams(self, run.cfg.seed),
                                            opt=MemberOptimizer(self, run.cfg.seed))
                               for run in runs)
         else:
-            self.params, self.opt = runs[0].params, runs[0].opt
+            (run,) = runs
+            self.seeds, self.lead = [run.cfg.seed], ()
+            self.params, self.opt = run.params, run.opt
 
     def _stack(self, params_list, states):
         """Stack one-model params and optimizer states (of self.runs, in order): (S, ...)
-        arrays, one optimizer."""
+        arrays, one optimizer; sets the members' `seeds` (their order in the stack) and
+        `lead`."""
         self.seeds = [run.cfg.seed for run in self.runs]
         self.lead = (len(self.seeds),)
         self.params = stack_params(params_list)
