@@ -1,5 +1,5 @@
-"""The end of a training run: the evaluation on the test classes (also at the periodic
-evaluation points), eval_omniglot.json, curves.png and, with --val-classes, best.npz scored as
+"""The end of a training run: the evaluation on the test classes of its last step
+(evalpoint.py), eval_omniglot.json, curves.png and, with --val-classes, best.npz scored as
 eval_omniglot_best.json; and, for a run killed after its last checkpoint, which of those files
 its end left out (`end_files_missing`) so that --resume writes only them (`finish`,
 `already_trained`).
@@ -7,34 +7,13 @@ its end left out (`end_files_missing`) so that --resume writes only them (`finis
 import json
 from pathlib import Path
 
-from tqdm import tqdm
-
-from ..core.backend import backend_name
 from .checkpoint import load_checkpoint
 from .curves import plot_runs
-from .evaluation import eval_record, evaluate_params, params_from_checkpoint
-from .metrics import format_accuracy_table
+from .evalpoint import evaluate_now, evaluate_on_test
+from .evaluation import params_from_checkpoint
 from .rundir import remove_stale_temporary_files, write_json
 from .setup import setup
 from .validation import BEST_NAME, ended_early
-
-def evaluate_on_test(run, params, step, episodes, title):
-    """Held-out per-instance accuracy (S,) of `params` on `episodes` test episodes, printed as a
-    table, and the record `python -m flmn_np.evaluate` would write for it."""
-    acc, loss = evaluate_params(params, run.mcfg, run.test, episodes, run.cfg.samples,
-                                run.cfg.eval_seed)
-    tqdm.write(format_accuracy_table(acc, episodes, title=title))
-    return acc, eval_record(run.dir, run.cfg, "omniglot", episodes, run.cfg.eval_seed, step,
-                            backend_name(run.xp), loss, acc)
-
-
-def evaluate_now(run, step, final):
-    """(held-out per-instance accuracy (S,), its eval record) at `step`; (None, None) when the
-    number of episodes for this point (--eval-episodes, or --final-eval-episodes) is 0."""
-    episodes = run.cfg.final_eval_episodes if final else run.cfg.eval_episodes
-    if episodes == 0:
-        return None, None
-    return evaluate_on_test(run, run.params, step, episodes, f"held-out, step {step}")
 
 
 def evaluate_best(run):

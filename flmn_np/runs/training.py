@@ -1,5 +1,5 @@
 """The training loop behind train.py: set up (setup.py) or resume a run, train (one step:
-step.py), log, evaluate, checkpoint, and write the end of the run (finish.py).
+step.py), log, evaluate (evalpoint.py), checkpoint, and write the end of the run (finish.py).
 
 Run directory (--out; opened, locked and checked by rundir.py):
     config.json     the TrainConfig, model config, class split, where the data came from (the
@@ -39,10 +39,9 @@ from ..data.episodes import Prefetcher
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .config import parse_command_line
 from .curves import plot_runs
-from .evaluation import evaluate_params
-from .finish import already_trained, evaluate_best, evaluate_now
-from .metrics import (accuracy_on_host, append_metrics, format_accuracy_table, make_row,
-                      per_instance_counts, start_metrics)
+from .evalpoint import evaluate_now, is_eval_step, validate_now
+from .finish import already_trained, evaluate_best
+from .metrics import accuracy_on_host, append_metrics, make_row, per_instance_counts, start_metrics
 from .rundir import TrainingError, kept_checkpoint, open_run_dir, write_json
 from .setup import Loaded, setup
 from .stack import Stack, abandon_all, open_members
@@ -79,22 +78,6 @@ class IntervalStats:
         seconds = time.perf_counter() - self.since
         self.reset()
         return steps, loss, gnorm, acc, seconds
-
-
-def is_eval_step(cfg, step):
-    return step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
-
-
-def validate_now(run, step):
-    """Score the parameters on the validation classes, keep best.npz up to date. Returns True
-    when --patience evaluation points have passed without a better score (stop early)."""
-    acc, loss = evaluate_params(run.params, run.mcfg, run.val, run.cfg.val_episodes,
-                                run.cfg.samples, run.cfg.eval_seed)
-    improved = run.best.update(step, acc, loss, run.params, run.opt.state_dict(),
-                               run.cfg.to_dict())
-    tqdm.write(format_accuracy_table(acc, run.cfg.val_episodes, title=f"validation, step {step}")
-               + ("   (best so far: best.npz)" if improved else ""))
-    return run.best.exhausted(run.cfg.patience)
 
 
 def params_finite(params):
