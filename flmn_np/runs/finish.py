@@ -1,8 +1,9 @@
-"""The end of a training run: the evaluation on the test classes of its last step
-(evalpoint.py), eval_omniglot.json, curves.png and, with --val-classes, best.npz scored as
-eval_omniglot_best.json; and, for a run killed after its last checkpoint, which of those files
-its end left out (`end_files_missing`) so that --resume writes only them (`finish`,
-`already_trained`).
+"""The end of a training run, one function for both ends (`finish`): after the last
+checkpoint, the evaluation on the test classes of its last step (evalpoint.py) as
+eval_omniglot.json, curves.png and, with --val-classes, best.npz scored as
+eval_omniglot_best.json. The loop (training.py) calls it when a run ends; for a run killed after
+its last checkpoint, --resume finds which of those files its end left out (`end_files_missing`)
+and calls it for only them (`already_trained`).
 """
 import json
 from pathlib import Path
@@ -52,15 +53,31 @@ def end_files_missing(rd):
     return missing
 
 
-def finish(run, step, missing):
-    """Write the end-of-run files named in `missing` (see end_files_missing)."""
-    if "eval_omniglot.json" in missing:
-        _, record = evaluate_now(run, step, final=True)
+END_FILES = ("eval_omniglot.json", "curves.png", "eval_omniglot_best.json")
+
+
+def finish(run, step, record=None, files=END_FILES):
+    """The end of a run, after its last checkpoint (at `step`), the same at both ends: the
+    loop's last log point (`record`: the final test evaluation it made) and --resume of a run
+    whose end a kill cut short (`files`: what it left out, end_files_missing). Writes, in this
+    order: eval_omniglot.json (`record`, or the final evaluation made now; with
+    --final-eval-episodes 0 none), curves.png, and with --val-classes best.npz's evaluation,
+    eval_omniglot_best.json."""
+    if "eval_omniglot.json" in files and run.cfg.final_eval_episodes:
+        if record is None:
+            _, record = evaluate_now(run, step, final=True)
         write_json(run.dir / "eval_omniglot.json", record)
-    if "curves.png" in missing:
+    if "curves.png" in files:
         plot_runs([run.dir], run.dir / "curves.png")
-    if "eval_omniglot_best.json" in missing:
+    if "eval_omniglot_best.json" in files and run.best is not None:
         evaluate_best(run)
+
+
+def end_files(run):
+    """The files the end of `run` writes beside its checkpoint, as a run's last line names
+    them."""
+    return (["eval_omniglot.json"] if run.cfg.final_eval_episodes else []) + ["curves.png"] + \
+        (["best.npz"] if run.best is not None else [])
 
 
 def already_trained(rd, loaded=None):
@@ -77,5 +94,5 @@ def already_trained(rd, loaded=None):
         return True
     print(f"{rd.path} is trained to step {rd.ckpt.step}; writing what its end left out: "
           f"{', '.join(missing)}")
-    finish(setup(rd, loaded), rd.ckpt.step, missing)
+    finish(setup(rd, loaded), rd.ckpt.step, files=missing)
     return True

@@ -8,7 +8,7 @@ Run directory (--out; opened, locked and checked by rundir.py):
                     evaluation points
     checkpoint.npz  written at every evaluation point, at the end and on Ctrl-C or SIGTERM,
                     never with non-finite values (checkpoint.py)
-    eval_omniglot.json, curves.png   at the end, after the last checkpoint
+    eval_omniglot.json, curves.png   at the end, after the last checkpoint (finish.py)
     validation.csv, best.npz, best.json, eval_omniglot_best.json   with --val-classes
                     (validation.py: early stopping on training classes held out of training)
 
@@ -38,11 +38,10 @@ from ..core.backend import array_namespace, to_numpy
 from ..data.episodes import Prefetcher
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .config import parse_command_line
-from .curves import plot_runs
 from .evalpoint import evaluate_now, is_eval_step, validate_now
-from .finish import already_trained, evaluate_best
+from .finish import already_trained, end_files, finish
 from .metrics import accuracy_on_host, append_metrics, make_row, per_instance_counts, start_metrics
-from .rundir import TrainingError, kept_checkpoint, open_run_dir, write_json
+from .rundir import TrainingError, kept_checkpoint, open_run_dir
 from .setup import Loaded, setup
 from .stack import Stack, abandon_all, open_members
 
@@ -128,11 +127,12 @@ def install_interrupt_flag():
 
 def log_point(run, stats, step, bar, wall_time, stopping):
     """At a logging step: sync the interval's sums, stop on a non-finite loss, update the bar
-    (None: the bar shows another member of the stack),
-    evaluate (at evaluation points; validation first, which may end the run early), append the
-    metrics.csv row, checkpoint (at evaluation points and when stopping), and at the end write
-    eval_omniglot.json (after its checkpoint, so it never names a step the run does not have).
-    Returns True when the run ends here (last step, or --patience ran out)."""
+    (None: the bar shows another member of the stack), evaluate (at evaluation points;
+    validation first, which may end the run early), append the metrics.csv row, and checkpoint
+    (at evaluation points and when stopping). Returns (True when the run ends here: its last
+    step, or --patience ran out; the record of this point's test evaluation or None), the
+    record for the end of the run (finish.finish, after this checkpoint, so that
+    eval_omniglot.json never names a step the run does not have)."""
     cfg = run.cfg
     n_steps, loss, gnorm, acc, seconds = stats.read()
     check_finite(loss, step, run.dir)
@@ -153,19 +153,8 @@ def log_point(run, stats, step, bar, wall_time, stopping):
     append_metrics(run.dir / "metrics.csv", row, cfg.samples)
     if evaluating or stopping:
         checkpoint(run, step)
-    if final and record is not None:
-        write_json(run.dir / "eval_omniglot.json", record)
     stats.restart_clock()   # episodes/s counts training only, not evaluation
-    return final
-
-
-def end_of_run(run):
-    """The files a finished run writes after its last checkpoint (eval_omniglot.json is written
-    with it): curves.png and, with --val-classes, best.npz's evaluation. A failed write here is
-    resumed like one in the loop (finish.end_files_missing)."""
-    plot_runs([run.dir], run.dir / "curves.png")
-    if run.best is not None:
-        evaluate_best(run)
+    return final, record
 
 
 def train(stack):
@@ -196,10 +185,10 @@ def train(stack):
                     first, errors = stack.runs[0], []
                     for run in stack.runs:
                         try:
-                            done = log_point(run, stats[run.cfg.seed], step,
-                                             bar if run is first else None,
-                                             time.perf_counter() - started[run.cfg.seed],
-                                             stopping)
+                            done, record = log_point(run, stats[run.cfg.seed], step,
+                                                     bar if run is first else None,
+                                                     time.perf_counter() - started[run.cfg.seed],
+                                                     stopping)
                         except TrainingError as e:
                             if not stack.lead:
                                 raise
@@ -208,7 +197,7 @@ def train(stack):
                             stack.drop(run)
                             continue
                         if done:
-                            end_of_run(run)
+                            finish(run, step, record)
                             ended[run.cfg.seed] = step
                             stack.drop(run)
                     report_stopped(errors, stack)
@@ -296,12 +285,6 @@ def train_stack(stack, resume):
         return 0
     print(stack_summary(runs, ended, failed, files))
     return 2 if failed else 0
-
-
-def end_files(run):
-    """The files the end of `run` writes beside its checkpoint (finish.py)."""
-    return (["eval_omniglot.json"] if run.cfg.final_eval_episodes else []) + ["curves.png"] + \
-        (["best.npz"] if run.best is not None else [])
 
 
 def stack_summary(runs, ended, failed, files):
