@@ -5,14 +5,16 @@ config.json (what was trained, on which data), and the parameters and optimizer,
 import dataclasses
 import datetime
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from types import ModuleType
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from .. import __version__
 from ..core.backend import asarray, backend_name, cupy_status, get_xp
-from ..core.models import init_params
+from ..core.models import ModelConfig, init_params
 from ..core.optim import make_optimizer
 from ..data.augment import rotated_class_ids
 from ..data.episodes import EpisodeSource
@@ -28,14 +30,21 @@ from .validation import BestTracker, split_validation
 OMNIGLOT_FILES = ("images_background.zip", "images_evaluation.zip")
 
 
+class Optimizer(Protocol):
+    """What the loop reads of a run's optimizer: its state, to checkpoint (core/optim.py's Adam
+    or RMSProp; a member of a stack: stack.MemberOptimizer, its model's part of the stack's)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
 class Run(NamedTuple):
     """Everything a training loop needs, built once by `setup`."""
     cfg: TrainConfig
     dir: Path
-    xp: object
-    mcfg: object          # models.ModelConfig
-    params: dict
-    opt: object
+    xp: ModuleType        # the array namespace (core/backend.py: numpy, cupy, array_api_strict)
+    mcfg: ModelConfig
+    params: Mapping[str, Any]     # name -> array on xp (a member of a stack: stack.MemberParams)
+    opt: Optimizer
     start_step: int
     train: EpisodeSource
     test: EpisodeSource
