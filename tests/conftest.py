@@ -8,8 +8,7 @@ import pytest
 
 from flmn_np.core.backend import cupy_status
 from flmn_np.data.files import KNOWN_FILES, MNIST_FILES, resolve_data_dir
-
-OMNIGLOT_FILES = ("images_background.zip", "images_evaluation.zip")
+from flmn_np.data.omniglot import omniglot_files
 
 
 def pytest_addoption(parser):
@@ -35,7 +34,7 @@ def data_root(request):
 @pytest.fixture(scope="session")
 def data_dir(data_root):
     """The real dataset folder, holding both Omniglot zips; skips the test when they are absent."""
-    return _require(data_root, OMNIGLOT_FILES, "Omniglot")
+    return _require(data_root, omniglot_files(), "Omniglot")
 
 
 @pytest.fixture(scope="session")

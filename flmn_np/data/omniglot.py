@@ -34,6 +34,11 @@ CACHE_VERSION = 1                     # bump when the cached arrays change meani
 OMNIGLOT_PARTS = (("images_background", 1, 964), ("images_evaluation", 965, 1623))
 
 
+def omniglot_files():
+    """The names of OMNIGLOT_PARTS' zips, in order (files.KNOWN_FILES's keys for them)."""
+    return [f"{stem}.zip" for stem, _, _ in OMNIGLOT_PARTS]
+
+
 class Omniglot(NamedTuple):
     """images (n_classes, 20, 400) float32 in [0, 1], ink = 1; row n of images is character id n+1.
     names[n] = "Alphabet/characterNN"; classes 0..n_background-1 are the background set."""
@@ -128,7 +133,7 @@ def decode_omniglot_zip(path, first_id, last_id):
 
 
 def _omniglot_paths(data_dir, download):
-    names = [f"{stem}.zip" for stem, _, _ in OMNIGLOT_PARTS]
+    names = omniglot_files()
     specs = {n: KNOWN_FILES.get(n) for n in names}
     if all(s is not None for s in specs.values()):
         return require_files(data_dir, names, download)

@@ -19,6 +19,7 @@ from ..core.optim import make_optimizer
 from ..data.augment import rotated_class_ids
 from ..data.episodes import EpisodeSource
 from ..data.files import KNOWN_FILES, file_hashes, resolve_data_dir
+from ..data.omniglot import omniglot_files
 from ..data.sources import omniglot_data
 from ..data.splits import make_split
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, check_shapes, load_checkpoint
@@ -26,8 +27,6 @@ from .config import DTYPE, ConfigError, TrainConfig, check_episode_sizes, model_
 from .datafolder import run_data_dir
 from .rundir import CONFIG_NAME, remove_stale_temporary_files, write_json
 from .validation import BestTracker, split_validation
-
-OMNIGLOT_FILES = ("images_background.zip", "images_evaluation.zip")
 
 
 class Optimizer(Protocol):
@@ -125,7 +124,7 @@ def data_record(cfg, data_dir):
                  "FLMN_DATA_DIR" if os.environ.get("FLMN_DATA_DIR") else "default")
     data_dir = Path(data_dir)
     sha256 = {}
-    for name in OMNIGLOT_FILES:
+    for name in omniglot_files():
         relpath = KNOWN_FILES[name].relpath
         sha256[relpath] = file_hashes(data_dir / relpath)[0]
     return {"chosen_by": chosen_by, "dir": None if data_dir.is_absolute() else str(data_dir),
