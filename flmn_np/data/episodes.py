@@ -110,7 +110,7 @@ class Prefetcher:
     stops the thread; it is safe to call twice.
 
         with Prefetcher(make_batch, start, n_steps) as batches:
-            for step, (x, y) in batches:
+            for step, (x, y, inst) in batches:      # make_batch = draw_batch's (x, y, inst)
                 ...
     """
 
