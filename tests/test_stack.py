@@ -9,7 +9,7 @@ from flmn_np.core.models import (forward, init_params, loss_and_grads, model_par
                                  stack_params)
 from flmn_np.core.optim import (Adam, clip_by_global_norm, model_state_dict, stack_state_dicts)
 from flmn_np.gradcheck import rel_error, tiny_episode
-from test_models import reference_logits, synthetic_episodes, tiny
+from model_helpers import reference_logits, synthetic_episodes, tiny
 
 NAMES = ["flmn", "mann-R1", "mann-R4"]
 S = 3

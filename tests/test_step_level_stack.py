@@ -14,7 +14,7 @@ from flmn_np.core.optim import Adam, clip_by_global_norm
 from flmn_np.gradcheck import TINY
 
 from kernel_harness import step_level_on_cpu
-from test_models import synthetic_episodes
+from model_helpers import synthetic_episodes
 
 CONFIGS = {"flmn": dict(model="flmn"), "mann-R1": dict(model="mann", reads=1),
            "mann-R4": dict(model="mann", reads=4)}
