@@ -4,8 +4,8 @@ import pytest
 
 from flmn_np.core.backend import asarray, get_xp, to_numpy
 from flmn_np.runs.metrics import (accuracy_on_host, append_metrics, column, csv_columns,
-                             format_accuracy_table, make_row, ordinal, per_instance_accuracy,
-                             per_instance_counts, read_metrics, start_metrics)
+                                  format_accuracy_table, make_row, ordinal, per_instance_accuracy,
+                                  per_instance_counts, read_metrics, start_metrics)
 
 # Two episodes, C = 2 classes, S = 3 samples: T = 6.
 Y = np.array([[0, 1, 1, 0, 0, 1],
