@@ -6,23 +6,8 @@ Papers (tags in the code: [FLMN §4, eq 7], [MANN]):
           arXiv 1605.06065 (ICML 2016)
 The task, both models, the defaults and where they come from: docs/model.md.
 The backward passes, derived: docs/derivations.md.
-
-Notation (shapes with the batch axis B first; per-head arrays keep a head axis R, also for R = 1)
-----------------------------------------------------------------------------------------------
-B      episodes per batch              T = C S   steps per episode, t = 1..T (code index t-1)
-C, S   classes, samples per class      D         input size (20 x 20 = 400)
-H      LSTM units                      N, W      memory slots, slot width
-R      MANN heads (FLMN: 1)            RW        width of r[t]: W (FLMN), R W (MANN)
-x[t]   (B, D) image                    y[t]      (B,) label; step t sees onehot(y[t-1])
-h, c   (B, H) LSTM output, cell        z         (B, 4H) gates [i | f | o | g], g the candidate
-k      (B, R, W) key                   a_f, a_l  (B, 1, W) FLMN feature / label add vectors
-g_w    (B, R) write gate sigma(alpha)  K         (B, R, N) cosine of key and slot
-M_f, M_l  (B, N, W) FLMN feature / label memory;   M (B, N, W) MANN memory
-w_r    (B, R, N) read weights          w_wf      (B, 1, N) FLMN feature write weights
-w_w    (B, R, N) MANN write weights    w_wl      FLMN label write weights = w_wf[t-1]
-w_u    (B, N) usage                    w_lu      (B, R, N) least-used one-hot(s)
-r      (B, RW) memory read             gamma     usage decay (0.95)
-dX     dL/dX, same shape as X          X_prev    X[t-1]
+The letters every docstring uses (B, C, S, T, D, H, N, W, R; G, lead and E for a stack of models;
+x, h, c, k, M_f, M_l, w_r, ...): the one notation table, docs/model.md#notation.
 """
 
 import signal

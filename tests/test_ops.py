@@ -188,17 +188,17 @@ def test_stacked_matmul_helpers(backend, lead):
     """per_model_matmul, model_major, time_major and transposed on a stack of len(lead) models:
     each model's episodes meet its own weights only."""
     xp = get_xp(backend)
-    S, T, B, n, m = math.prod(lead), 4, 2, 5, 3
+    G, T, B, n, m = math.prod(lead), 4, 2, 5, 3
     W, b = rand(*lead, n, m, seed=1), rand(*lead, m, seed=2)
-    a, seq = rand(S * B, n, seed=3), rand(T, S * B, n, seed=4)     # E = S B episodes, model-major
-    Ws, bs = np.reshape(W, (S, n, m)), np.reshape(b, (S, m))
-    want = np.concatenate([a[s * B:(s + 1) * B] @ Ws[s] + bs[s] for s in range(S)])
+    a, seq = rand(G * B, n, seed=3), rand(T, G * B, n, seed=4)     # E = G B episodes, model-major
+    Ws, bs = np.reshape(W, (G, n, m)), np.reshape(b, (G, m))
+    want = np.concatenate([a[s * B:(s + 1) * B] @ Ws[s] + bs[s] for s in range(G)])
     got = ops.per_model_matmul(asarray(a, xp), asarray(W, xp), asarray(b, xp))
     np.testing.assert_allclose(to_numpy(got), want, atol=1e-12)
     mm = to_numpy(ops.model_major(asarray(seq, xp), lead))
     assert mm.shape == (*lead, T * B, n)
-    for s in range(S):
-        np.testing.assert_array_equal(np.reshape(mm, (S, T, B, n))[s], seq[:, s * B:(s + 1) * B])
+    for s in range(G):
+        np.testing.assert_array_equal(np.reshape(mm, (G, T, B, n))[s], seq[:, s * B:(s + 1) * B])
     np.testing.assert_array_equal(to_numpy(ops.time_major(asarray(mm, xp), T)), seq)
     np.testing.assert_array_equal(to_numpy(ops.transposed(asarray(W, xp))), np.swapaxes(W, -1, -2))
 

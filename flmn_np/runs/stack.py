@@ -1,7 +1,7 @@
 """Several seeds in one process (train.py --seeds): their models as one stack, each an ordinary run.
 
-`--seeds 1-5 --out DIR` trains the seeds' models as one stack (core/models.py: every parameter
-with the model axis (S, ...), episodes (S, B, ...), clipping and Adam per model; the stacked form
+`--seeds 1-5 --out DIR` trains the G = 5 seeds' models as one stack (core/models.py: every parameter
+with the model axis (G, ...), episodes (G, B, ...), clipping and Adam per model; the stacked form
 of docs/derivations.md#a-stack-of-models), and keeps each in its own run directory DIR/seed-N,
 complete as a run trained alone: its config.json (its seed, its --out), metrics.csv, validation,
 checkpoints and eval files, read by every command as any run. A run's `params` and `opt` are
@@ -75,7 +75,7 @@ def check_stackable(cfgs):
 
 class Stack:
     """The models one process steps together: `runs` (setup.Run, one per member), their params
-    `params` (with the model axis `lead`, (S,), when `stacked`, else the one run's own) and their
+    `params` (with the model axis `lead`, (G,), when `stacked`, else the one run's own) and their
     optimizer `opt`."""
 
     def __init__(self, runs, stacked):
@@ -92,7 +92,7 @@ class Stack:
             self.params, self.opt = run.params, run.opt
 
     def _stack(self, params_list, states):
-        """Stack one-model params and optimizer states (of self.runs, in order): (S, ...)
+        """Stack one-model params and optimizer states (of self.runs, in order): (G, ...)
         arrays, one optimizer; sets the members' `seeds` (their order in the stack) and
         `lead`."""
         self.seeds = [run.cfg.seed for run in self.runs]
