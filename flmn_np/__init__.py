@@ -8,6 +8,10 @@ The task, both models, the defaults and where they come from: docs/model.md.
 The backward passes, derived: docs/derivations.md.
 The letters every docstring uses (B, C, S, T, D, H, N, W, R; G, lead and E for a stack of models;
 x, h, c, k, M_f, M_l, w_r, ...): the one notation table, docs/model.md#notation.
+
+Commands: `python -m flmn_np.train` (train.py in a checkout), and `python -m flmn_np.<name>` for
+evaluate, plot, memviz, report, seeds, data, gradcheck, bench, gpucheck and runs.checkpoint;
+installed, each is also a script, `flmn-train`, `flmn-evaluate`, ... (pyproject.toml).
 """
 
 import signal

@@ -56,7 +56,7 @@ COMMANDS = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
 def test_the_commands_are_the_known_ones():
     assert {"bench.py", "data/cli.py", "evaluate.py", "gpucheck.py", "gradcheck.py", "memviz.py",
             "plot.py", "report.py", "runs/checkpoint.py", "runs/training.py",
-            "seeds.py"} <= set(COMMANDS)
+            "seeds.py", "train.py"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -140,12 +140,12 @@ def _has_type(value, annotation):
     return False
 
 
-def build_parser():
-    """The train.py argument parser. Options default to None (= not given); the real defaults are
-    TrainConfig's and are shown in --help."""
+def build_parser(prog="train.py"):
+    """The train.py argument parser (`prog`: its name in --help and usage lines). Options default
+    to None (= not given); the real defaults are TrainConfig's and are shown in --help."""
     d = TrainConfig()
     p = argparse.ArgumentParser(
-        prog="train.py", allow_abbrev=False,
+        prog=prog, allow_abbrev=False,
         description="Train FLMN or MANN on one-shot Omniglot episodes (the paper's settings).")
 
     def opt(flag, help, **kw):
@@ -221,10 +221,10 @@ def parse_args(argv=None):
     return cfg, given
 
 
-def parse_command_line(argv=None):
+def parse_command_line(argv=None, prog="train.py"):
     """argv -> (config, options given explicitly, the --seeds to train as one stack or None).
     With --seeds, --out names the folder of their runs (default runs/<model>-exp<k>)."""
-    ns = build_parser().parse_args(argv)
+    ns = build_parser(prog).parse_args(argv)
     given = {k: v for k, v in vars(ns).items() if v is not None}
     seeds = given.pop("seeds", None)
     if seeds is not None:

@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -157,11 +158,12 @@ def log_point(run, stats, step, bar, wall_time, stopping):
     return final, record
 
 
-def train(stack):
+def train(stack, prog="train.py"):
     """The training loop of a stack's runs from their start step to cfg.steps, each run until it
     ends (its last step, or --patience ran out) and leaves the stack. Returns (last step taken,
     the signal that interrupted the loop or None, {seed: step} of the runs that ended, and the
-    runs that stopped on an error, only in a stack of --seeds: one run alone raises it)."""
+    runs that stopped on an error, only in a stack of --seeds: one run alone raises it).
+    `prog`: the command's name in the lines it prints (Command.name)."""
     cfg, start = stack.cfg, stack.runs[0].start_step
     stats, started = {}, {}
     for run in stack.runs:
@@ -200,7 +202,7 @@ def train(stack):
                             finish(run, step, record)
                             ended[run.cfg.seed] = step
                             stack.drop(run)
-                    report_stopped(errors, stack)
+                    report_stopped(errors, stack, prog)
                 if stopping or not stack.runs:
                     break
     finally:
@@ -209,40 +211,53 @@ def train(stack):
     return step, stop.signum if stack.runs else None, ended, failed
 
 
-def report_stopped(errors, stack):
+def report_stopped(errors, stack, prog="train.py"):
     """One line on stderr for each member of a stack that stopped on an error at this log point,
     saying whether the others go on (said once every member of the point has been logged)."""
     left = [run.cfg.seed for run in stack.runs]
     goes_on = (f"; seed{'s' if len(left) > 1 else ''} {', '.join(map(str, left))} "
                f"go{'' if len(left) > 1 else 'es'} on" if left else "")
     for e in errors:
-        tqdm.write(f"train.py: {e}{goes_on}", file=sys.stderr)
+        tqdm.write(f"{prog}: {e}{goes_on}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- entry point
 
-def run_training(argv=None):
+class Command(NamedTuple):
+    """How the training command was started, for what it prints: `name` begins its error lines
+    (cli.run_command), `usage` is its --help and usage lines' name, `typed` begins the --resume
+    command it prints."""
+    name: str
+    usage: str
+    typed: str
+
+
+CHECKOUT = Command("train.py", "train.py", "python train.py")      # train.py in a checkout
+
+
+def run_training(argv=None, command=CHECKOUT):
     """Parse, open and lock the run directory (with --seeds, one per seed: stack.open_members),
     set up, train. Returns the process exit code."""
-    cfg, given, seeds = parse_command_line(argv)
+    cfg, given, seeds = parse_command_line(argv, command.usage)
     if seeds is None:
-        rds, resume = [open_run_dir(cfg, given)], f"python train.py --out {cfg.out} --resume"
+        rds, resume = [open_run_dir(cfg, given)], f"{command.typed} --out {cfg.out} --resume"
     else:
         rds = open_members(cfg, given, seeds)
-        resume = (f"python train.py --seeds {','.join(map(str, seeds))} --out {cfg.out} "
+        resume = (f"{command.typed} --seeds {','.join(map(str, seeds))} --out {cfg.out} "
                   f"--resume")
     try:
-        return train_in(rds, seeds is not None, resume)
+        return train_in(rds, seeds is not None, resume, command.name)
     finally:
         for rd in rds:
             rd.close()
 
 
-def train_in(rds, stacked=False, resume=None):
+def train_in(rds, stacked=False, resume=None, prog="train.py"):
     """Train the opened runs `rds` to their ends (one run, or the members of --seeds as one
     stack); 128 + signal number when interrupted, 2 when a member of a stack stopped on an
     error. Members resumed at different steps (a kill between two of their checkpoints) train
-    as one stack per step, one after another. `resume`: the command that resumes them."""
+    as one stack per step, one after another. `resume`: the command that resumes them; `prog`:
+    the command's name."""
     loaded = Loaded()
     rds = [rd for rd in rds if not already_trained(rd, loaded)]
     try:
@@ -253,7 +268,7 @@ def train_in(rds, stacked=False, resume=None):
     code = 0
     for start in sorted({run.start_step for run in runs}):
         code = max(code, train_stack(Stack([r for r in runs if r.start_step == start], stacked),
-                                     resume))
+                                     resume, prog))
         if code >= 128:
             break
     return code
@@ -263,11 +278,11 @@ def kept_checkpoints(runs):
     return "; ".join(kept_checkpoint(run.dir) for run in runs)
 
 
-def train_stack(stack, resume):
+def train_stack(stack, resume, prog="train.py"):
     """train(stack), its errors as one line naming what was kept, and its last words."""
     runs = stack.runs
     try:
-        step, signum, ended, failed = train(stack)
+        step, signum, ended, failed = train(stack, prog)
     except OSError as e:
         raise TrainingError(f"{os_error_line(e)}; stopped, {kept_checkpoints(runs)}; once "
                             f"fixed, resume with: {resume}") from None
@@ -299,7 +314,8 @@ def stack_summary(runs, ended, failed, files):
                                                   if failed else "")
 
 
-def main(argv=None):
-    """train.py: exit code 2 with a one-line message (no traceback) for every problem it knows,
+def main(argv=None, command=CHECKOUT):
+    """train.py (and `python -m flmn_np.train`, flmn-train: flmn_np/train.py, each its own
+    `command`): exit code 2 with a one-line message (no traceback) for every problem it knows,
     130 on a second Ctrl-C."""
-    return run_command("train.py", run_training, argv)
+    return run_command(command.name, run_training, argv, command)
