@@ -1,7 +1,7 @@
 """Benchmark full training steps and their GEMM floor.
 
     python -m flmn_np.bench --model {flmn,mann} --batch-size B --backend {numpy,cupy} [--json]
-    python -m flmn_np.bench --stack S [S ...]    a stack of S models against S single models
+    python -m flmn_np.bench --stack G [G ...]    a stack of G models against G single models
 
 Times forward + backward + Adam on random inputs of the real shapes, after warm-up, and prints
 the median ms per step, episodes per second and peak memory. The GEMM floor is the time of
@@ -32,7 +32,7 @@ import tracemalloc
 import numpy as np
 
 from . import core
-from .core import kernels, step_kernels
+from .core import levels
 from .core.backend import BACKENDS, asarray, backend_name, get_xp
 from .core.models import ModelConfig, init_params, loss_and_grads, stack_params
 from .core.optim import Adam, clip_by_global_norm
@@ -186,18 +186,15 @@ class _CountingNamespace:
         return self._wrapped[name]
 
 
-class _CountingKernel:
-    """Stands in for a cupy.ElementwiseKernel (or a step_kernels launcher) when the CuPy path is
-    counted on the CPU: a call counts as one launch, 'kernel:<name>', and leaves the outputs as
-    allocated. The counts do not depend on the values (tested), so the step runs on to the end
-    on whatever they hold."""
-
-    def __init__(self, spec, counter):
-        self.name, self.counter = spec.name, counter
-
-    def __call__(self, *arrays):
-        if self.counter.depth == 0:
-            self.counter.counts[f"kernel:{self.name}"] += 1
+def counting_level(name, counter):
+    """A levels.Level `name` whose launchers stand in for CuPy's when the CuPy path is counted
+    on the CPU: a launch counts once, 'kernel:<name>', and leaves the outputs as allocated. The
+    counts do not depend on the values (tested), so the step runs on to the end on whatever
+    they hold."""
+    def count(spec, *args):
+        if counter.depth == 0:
+            counter.counts[f"kernel:{spec.name}"] += 1
+    return levels.Level(name, elementwise_ops=True, launch=count, launch_raw=count)
 
 
 def _core_modules():
@@ -207,10 +204,10 @@ def _core_modules():
 @contextlib.contextmanager
 def counting_ops(fuse=False):
     """Within the block, count the array operations done on array_api_strict arrays by the core
-    modules; yields the OpCounter. fuse takes the CuPy path at a level of kernels.LEVELS
-    ('step', or True for it, or 'elementwise'): kernels.level returns it and the kernel wrappers
+    modules; yields the OpCounter. fuse takes the CuPy path at a level of levels.py ('step', or
+    True for it, or 'elementwise'): array_api_strict arrays run at it, and the kernel wrappers
     of kernels.py and step_kernels.py run as written (their own xp calls are counted) with each
-    kernel launch counted once, as 'kernel:<kernel name>', by a _CountingKernel.
+    kernel launch counted once, as 'kernel:<kernel name>' (counting_level).
     counter.namespace is the counted array_api_strict namespace, for code outside the core
     modules to count its own calls (benchmarks/op_floor.py)."""
     import array_api_strict
@@ -218,6 +215,7 @@ def counting_ops(fuse=False):
     namespace = counter.namespace = _CountingNamespace(array_api_strict, counter)
     Array = type(array_api_strict.asarray(0.0))
     saved = []
+    stack = contextlib.ExitStack()
 
     def patch(obj, name, value):
         saved.append((obj, name, vars(obj)[name]))
@@ -234,12 +232,12 @@ def counting_ops(fuse=False):
                 patch(Array, name, counter.wrap(name, value))
         if fuse:
             level = "step" if fuse is True else fuse
-            patch(kernels, "level", lambda x: level)
-            patch(kernels, "cupy_kernel", lambda spec: _CountingKernel(spec, counter))
-            patch(step_kernels, "cupy_function", lambda spec, dtype: _CountingKernel(spec, counter))
+            stack.enter_context(levels.use_level("array_api_strict",
+                                                 counting_level(level, counter)))
         with np.errstate(all="ignore"):    # fused: the kernels' outputs hold arbitrary values
             yield counter
     finally:
+        stack.close()
         for obj, name, value in reversed(saved):
             setattr(obj, name, value)
 
@@ -247,7 +245,7 @@ def counting_ops(fuse=False):
 def count_ops(cfg, batch_size=16, samples_per_class=10, fuse=False, stack=None):
     """The array operations of one training step (forward, backward, Adam) of `cfg`, counted on
     the CPU  ->  Counter {operation name: calls}. fuse: the CuPy path (see counting_ops).
-    stack=S: a stack of S models, clipped per model (stack_step)."""
+    stack=G: a stack of G models, clipped per model (stack_step)."""
     import array_api_strict as xp
     if stack is None:
         params = init_params(cfg, 0, xp)
@@ -324,20 +322,20 @@ def bench(model="flmn", batch_size=16, backend="numpy", reads=1, samples_per_cla
 STACK_CLIP = 10.0
 
 
-def stack_step(cfg, S, batch_size, samples_per_class, xp, seed=0):
-    """One training step of S models (seeds seed..seed+S-1) as a stack: params (S, ...),
-    episodes (S, B, T, D), clipping and Adam per model, one lr per model. S = None: one model
+def stack_step(cfg, G, batch_size, samples_per_class, xp, seed=0):
+    """One training step of G models (seeds seed..seed+G-1) as a stack: params (G, ...),
+    episodes (G, B, T, D), clipping and Adam per model, one lr per model. G = None: one model
     as a single run holds it (no model axis). -> a function doing one step."""
-    seeds = [seed] if S is None else range(seed, seed + S)
+    seeds = [seed] if G is None else range(seed, seed + G)
     singles = [init_params(cfg, s, xp) for s in seeds]
     batches = [random_batch(cfg, batch_size, samples_per_class, xp, seed=s) for s in seeds]
-    if S is None:
+    if G is None:
         params, (x, y), lead = singles[0], batches[0], ()
         opt = Adam(params)
     else:
-        params, lead = stack_params(singles), (S,)
+        params, lead = stack_params(singles), (G,)
         x, y = (xp.stack([b[i] for b in batches]) for i in (0, 1))
-        opt = Adam(params, lr=[1e-3] * S, lead=lead)
+        opt = Adam(params, lr=[1e-3] * G, lead=lead)
 
     def step():
         _, _, grads = loss_and_grads(params, x, y, cfg)
@@ -347,8 +345,8 @@ def stack_step(cfg, S, batch_size, samples_per_class, xp, seed=0):
 
 def bench_stack(stacks=(1, 2, 5, 10), model="flmn", batch_size=16, backend="numpy", reads=1,
                 samples_per_class=10, warmup=2, repeats=5, count=True):
-    """Episodes/s of a stack of S models against S single models stepped one after another, in
-    the same process and interleaved (stack step, then the S single steps, `repeats` times), so
+    """Episodes/s of a stack of G models against G single models stepped one after another, in
+    the same process and interleaved (stack step, then the G single steps, `repeats` times), so
     both see the same load; peak memory of each; the CuPy path's launches per stacked step."""
     xp = get_xp(backend)
     cfg = ModelConfig(model=model, reads=reads)
@@ -356,10 +354,10 @@ def bench_stack(stacks=(1, 2, 5, 10), model="flmn", batch_size=16, backend="nump
     # launches are held against
     one = launches(count_ops(cfg, batch_size, samples_per_class, fuse=True)) if count else None
     rows = []
-    for S in stacks:
-        stack = stack_step(cfg, S, batch_size, samples_per_class, xp)
+    for G in stacks:
+        stack = stack_step(cfg, G, batch_size, samples_per_class, xp)
         singles = [stack_step(cfg, None, batch_size, samples_per_class, xp, seed=s)
-                   for s in range(S)]
+                   for s in range(G)]
 
         def singles_step():
             for one in singles:
@@ -372,15 +370,15 @@ def bench_stack(stacks=(1, 2, 5, 10), model="flmn", batch_size=16, backend="nump
             ms_stack.append(time_it(stack, xp, 1))
             ms_singles.append(time_it(singles_step, xp, 1))
         ms, ms1 = statistics.median(ms_stack), statistics.median(ms_singles)
-        row = {"S": S, "stack_ms_per_step": round(ms, 2), "singles_ms_per_step": round(ms1, 2),
-               "stack_episodes_per_s": round(S * batch_size / ms * 1e3, 1),
-               "singles_episodes_per_s": round(S * batch_size / ms1 * 1e3, 1),
+        row = {"G": G, "stack_ms_per_step": round(ms, 2), "singles_ms_per_step": round(ms1, 2),
+               "stack_episodes_per_s": round(G * batch_size / ms * 1e3, 1),
+               "singles_episodes_per_s": round(G * batch_size / ms1 * 1e3, 1),
                "speedup": round(ms1 / ms, 2),
                "stack_peak_mem_mb": round(peak_memory_mb(xp, stack), 1),
                "single_peak_mem_mb": round(peak_memory_mb(xp, singles[0]), 1)}
         if count:
             row["cupy_launches_per_step"] = launches(count_ops(cfg, batch_size, samples_per_class,
-                                                               fuse=True, stack=S))
+                                                               fuse=True, stack=G))
             row["cupy_launches_vs_one_model"] = round(row["cupy_launches_per_step"] / one, 3)
         rows.append(row)
     return {"model": model, "reads": cfg.reads, "batch_size": batch_size,
@@ -403,12 +401,12 @@ def gpu_stack(repeats):
 
 def stack_markdown(r):
     """bench_stack's result as markdown lines (a heading and a table)."""
-    lines = ["", f"## A stack of S models against S single models, {r['model']}, "
+    lines = ["", f"## A stack of G models against G single models, {r['model']}, "
              f"B = {r['batch_size']}, T = {r['steps_per_episode']}, {r['backend']}", "",
-             "| S | stack ms/step | singles ms/step | stack episodes/s | singles episodes/s "
+             "| G | stack ms/step | singles ms/step | stack episodes/s | singles episodes/s "
              "| speedup | stack MB | single MB |", "|---|---|---|---|---|---|---|---|"]
     for row in r["stacks"]:
-        lines.append(f"| {row['S']} | {row['stack_ms_per_step']:.1f} "
+        lines.append(f"| {row['G']} | {row['stack_ms_per_step']:.1f} "
                      f"| {row['singles_ms_per_step']:.1f} | {row['stack_episodes_per_s']:.0f} "
                      f"| {row['singles_episodes_per_s']:.0f} | {row['speedup']:.2f}x "
                      f"| {row['stack_peak_mem_mb']:.0f} | {row['single_peak_mem_mb']:.0f} |")
@@ -417,15 +415,15 @@ def stack_markdown(r):
 
 def print_stack(r):
     print(f"{r['model']} R={r['reads']} B={r['batch_size']} T={r['steps_per_episode']} on "
-          f"{r['backend']}: a stack of S models against S single models, interleaved")
+          f"{r['backend']}: a stack of G models against G single models, interleaved")
     if r.get("one_model_cupy_launches_per_step"):
         print(f"CuPy 'step' level, counted on the CPU: one model "
-              f"{r['one_model_cupy_launches_per_step']} launches per step; a stack of S clipped "
+              f"{r['one_model_cupy_launches_per_step']} launches per step; a stack of G clipped "
               f"per model: the last column")
-    print(f"{'S':>3} {'stack ms':>9} {'singles ms':>11} {'stack ep/s':>11} {'singles ep/s':>13} "
+    print(f"{'G':>3} {'stack ms':>9} {'singles ms':>11} {'stack ep/s':>11} {'singles ep/s':>13} "
           f"{'speedup':>8} {'stack MB':>9} {'single MB':>10} {'CuPy launches':>14}")
     for row in r["stacks"]:
-        print(f"{row['S']:>3} {row['stack_ms_per_step']:>9.1f} {row['singles_ms_per_step']:>11.1f} "
+        print(f"{row['G']:>3} {row['stack_ms_per_step']:>9.1f} {row['singles_ms_per_step']:>11.1f} "
               f"{row['stack_episodes_per_s']:>11.0f} {row['singles_episodes_per_s']:>13.0f} "
               f"{row['speedup']:>7.2f}x {row['stack_peak_mem_mb']:>9.0f} "
               f"{row['single_peak_mem_mb']:>10.0f} {row.get('cupy_launches_per_step', '-'):>14}")
@@ -442,8 +440,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int_at_least(0), default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--ops", action="store_true", help="also print the array operations by kind")
-    parser.add_argument("--stack", type=int_at_least(1), nargs="+", metavar="S",
-                        help="time stacks of S models against S single models (e.g. 1 2 5 10)")
+    parser.add_argument("--stack", type=int_at_least(1), nargs="+", metavar="G",
+                        help="time stacks of G models against G single models (e.g. 1 2 5 10)")
     args = parser.parse_args(argv)
     return run_command("bench", bench_and_print, args)
 

@@ -18,7 +18,7 @@ The full check adds (FULL_PLAN, 475 s in all): the GPU-only tests (pytest on the
 names say gpu or cupy), --steps training steps per level against NumPy, the kernel launches per
 time step of each level (counted on the CPU by bench), `flmn_np.bench` at B = 16, 64, 256 at
 each level and PyTorch CUDA eager (benchmarks/torch_flmn.py) where torch sees the GPU, and a
-stack of S = 1, 8, 32 models against as many single ones.
+stack of G = 1, 8, 32 models against as many single ones.
 
 Training comparisons: the losses of every step agree within 1e-9 in float64 and within 1e-3 in
 float32 (float32 GEMMs on a GPU sum in another order than on the CPU; the gap grows over the
@@ -35,7 +35,6 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
-import os
 import platform
 import re
 import signal
@@ -48,31 +47,26 @@ from pathlib import Path
 import numpy as np
 
 from .bench import bench, gpu_stack, operation_counts, stack_markdown
+from .core import backend, levels
 from .core.backend import BackendError, get_xp, to_numpy
 from .core.models import ModelConfig, init_params, loss_and_grads, stack_params
 from .core.optim import Adam
 from .cli import int_at_least, run_command
+from .errors import FlmnError
 
 REPO = Path(__file__).resolve().parents[1]
 LOSS_TOL = {"float64": 1e-9, "float32": 1e-3}
 BATCH_SIZES = (16, 64, 256)
-# level -> FLMN_FUSED (core/kernels.LEVELS; None: unset, the default)
+# the levels compared, each with the FLMN_FUSED value that chooses it at start-up
 LEVEL_ENV = {"step": None, "elementwise": "elementwise", "xp": "0"}
 
 
-@contextlib.contextmanager
 def fused_level(level):
-    """FLMN_FUSED set for `level` inside the block, restored after it."""
-    saved = os.environ.get("FLMN_FUSED")
-    os.environ.pop("FLMN_FUSED", None)
-    if LEVEL_ENV[level] is not None:
-        os.environ["FLMN_FUSED"] = LEVEL_ENV[level]
-    try:
-        yield
-    finally:
-        os.environ.pop("FLMN_FUSED", None)
-        if saved is not None:
-            os.environ["FLMN_FUSED"] = saved
+    """The device's arrays at `level` inside the block (levels.use_level), restored after it."""
+    return levels.use_level(DEVICE_BACKEND, level)
+
+
+DEVICE_BACKEND = "cupy"      # whose level fused_level sets (a stood-in device's, in the tests)
 
 
 def gpu_tests(timeout):
@@ -246,7 +240,7 @@ def write_report(report, out_dir):
     return json_path, md_path
 
 
-class PartCut(Exception):
+class PartCut(FlmnError):
     """A part ran past its budget (raised by the alarm set for it)."""
 
 
@@ -288,7 +282,8 @@ def run_part(part, check, number, total):
     except PartCut:
         status = "cut"
     except Exception as e:          # reported, and the plan goes on
-        status = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        lines = str(e).strip().splitlines()
+        status = f"failed: {type(e).__name__}: {lines[0] if lines else ''}"
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -338,22 +333,22 @@ def part_every_kernel(check):
                            f"{worst:.2g} of its tolerance to NumPy's"})
 
 
-def stack_views(xp, cfg, S=2, B=3, steps=2):
-    """S tiny models stacked at the 'step' level, `steps` Adam steps: (every parameter a view
+def stack_views(xp, cfg, G=2, B=3, steps=2):
+    """G tiny models stacked at the 'step' level, `steps` Adam steps: (every parameter a view
     of Adam's flat buffer, the largest difference to each model trained alone, relative)."""
     rng = np.random.default_rng(3)
     T = cfg.n_classes * 3
-    batches = [((rng.random((S, B, T, cfg.input_size)) < 0.3).astype("float64"),
-                rng.integers(0, cfg.n_classes, (S, B, T))) for _ in range(steps)]
-    params = stack_params([init_params(cfg, s, xp, "float64") for s in range(S)])
-    opt = Adam(params, lr=[1e-2] * S, lead=(S,))
+    batches = [((rng.random((G, B, T, cfg.input_size)) < 0.3).astype("float64"),
+                rng.integers(0, cfg.n_classes, (G, B, T))) for _ in range(steps)]
+    params = stack_params([init_params(cfg, s, xp, "float64") for s in range(G)])
+    opt = Adam(params, lr=[1e-2] * G, lead=(G,))
     for x, y in batches:
         opt.step(params, loss_and_grads(params, xp.asarray(x), xp.asarray(y), cfg)[2])
     lo = device_pointer(opt.p)
     views = opt.p is not None and all(
         lo <= device_pointer(params[k]) < lo + opt.p.nbytes for k in params)
     worst = 0.0
-    for s in range(S):
+    for s in range(G):
         alone = init_params(cfg, s, np, "float64")
         one = Adam(alone, lr=1e-2)
         with fused_level("xp"):         # NumPy's plain code (a stood-in device's too)
@@ -470,8 +465,7 @@ def device_info():
 
 
 def run(args):
-    from .core.backend import cupy_status
-    usable, reason = cupy_status()
+    usable, reason = backend.cupy_status()
     if not usable:
         raise BackendError(reason)
     report = {**device_info(), "numpy": np.__version__, "host": platform.platform(),

@@ -312,9 +312,9 @@ def nvrtc_compile_module(source, name_expressions, options, arch):
 # ------------------------------------------------------ the 'step' level, whole, on the CPU
 
 def step_level_on_cpu(monkeypatch):
-    """Patch the CuPy path at the 'step' level onto NumPy arrays, every kernel run by g++ from
-    its source; returns the set of kernel names launched, filled as they run."""
-    from flmn_np.core import kernels, step_kernels
+    """NumPy arrays at CuPy's 'step' level (levels._held, restored by monkeypatch), every kernel
+    run by g++ from its source; returns the set of kernel names launched, filled as they run."""
+    from flmn_np.core import levels
     launched = set()
 
     def cpp_kernel(spec):
@@ -331,7 +331,7 @@ def step_level_on_cpu(monkeypatch):
             launch_raw_cpp(spec, n_threads, args)
         return run
 
-    monkeypatch.setattr(kernels, "level", lambda x: "step")
-    monkeypatch.setattr(kernels, "cupy_kernel", cpp_kernel)
-    monkeypatch.setattr(step_kernels, "cupy_function", raw_function)
+    monkeypatch.setitem(levels._held, "numpy", levels.Level(
+        "step", elementwise_ops=True, launch=lambda spec, ins, outs: cpp_kernel(spec)(*ins, *outs),
+        launch_raw=lambda spec, n_threads, args: raw_function(spec, None)(n_threads, args)))
     return launched

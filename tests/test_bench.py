@@ -7,9 +7,9 @@ import array_api_strict
 import pytest
 
 from flmn_np import bench
-from flmn_np.core import backend, kernels, models, step_kernels
+from flmn_np.core import backend, kernels, levels, models
 from flmn_np.core.backend import cupy_status
-from flmn_np.bench import RESHAPE_COPY, count_ops, counting_ops, launches, main
+from flmn_np.bench import RESHAPE_COPY, count_ops, counting_ops, main
 from flmn_np.gradcheck import TINY
 
 FIELDS = {"ms_per_step", "episodes_per_s", "gemm_floor_ms", "floor_ratio", "peak_mem_mb",
@@ -107,15 +107,15 @@ def test_the_step_level_counts_at_most_12_launches_per_time_step(model, reads):
 
 def test_counting_restores_what_it_patched():
     Array = type(array_api_strict.asarray(0.0))
-    before = (dict(vars(Array)), models.array_namespace, kernels.level, kernels.cupy_kernel,
-              step_kernels.cupy_function)
+    before = (dict(vars(Array)), models.array_namespace, dict(levels._held))
     with counting_ops(fuse=True) as counter:
         x = array_api_strict.asarray([1.0, 2.0])
         models.array_namespace(x).sum(x * 2.0 + 1.0)
         assert counter.counts == {"sum": 1, "__mul__": 1, "__add__": 1}
+        assert levels.step(x)
     assert dict(vars(Array)) == before[0]
-    assert (models.array_namespace, kernels.level, kernels.cupy_kernel,
-            step_kernels.cupy_function) == before[1:]
+    assert (models.array_namespace, dict(levels._held)) == before[1:]
+    assert not levels.step(x)
     assert models.array_namespace is backend.array_namespace
 
 
@@ -143,12 +143,12 @@ def test_op_floor_is_the_model_and_counts_fewer(name):
 @pytest.mark.parametrize("fuse", [False, True])
 def test_stack_step_counts_do_not_grow_with_S(name, fuse):
     """A stacked step is the same operations (and on the CuPy path the same launches) whatever
-    the number of models S; clipping and Adam per model add a fixed few over one model alone."""
+    the number of models G; clipping and Adam per model add a fixed few over one model alone."""
     cfg = _tiny(name)
-    counts = [count_ops(cfg, 2, 2, fuse=fuse, stack=S) for S in (2, 5, 10)]
+    counts = [count_ops(cfg, 2, 2, fuse=fuse, stack=G) for G in (2, 5, 10)]
     assert counts[0] == counts[1] == counts[2]
     assert sum(counts[0].values()) > sum(count_ops(cfg, 2, 2, fuse=fuse).values())
-    # S = 1: the same operations, some reshapes of the model axis views instead of copies
+    # G = 1: the same operations, some reshapes of the model axis views instead of copies
     one = count_ops(cfg, 2, 2, fuse=fuse, stack=1)
     assert {k: v for k, v in one.items() if k != RESHAPE_COPY} == {
         k: v for k, v in counts[0].items() if k != RESHAPE_COPY}
@@ -173,13 +173,13 @@ def test_bench_stack_prints_rows(capsys):
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = result["stacks"]
-    assert [r["S"] for r in rows] == [1, 2]
+    assert [r["G"] for r in rows] == [1, 2]
     one = result["one_model_cupy_launches_per_step"]
     assert 0 < one < rows[0]["cupy_launches_per_step"] <= rows[1]["cupy_launches_per_step"]
     for r in rows:
         assert r["cupy_launches_vs_one_model"] == round(r["cupy_launches_per_step"] / one, 3)
     for r in rows:
-        assert abs(r["stack_episodes_per_s"] - r["S"] * 2e3 / r["stack_ms_per_step"]) < 0.5
+        assert abs(r["stack_episodes_per_s"] - r["G"] * 2e3 / r["stack_ms_per_step"]) < 0.5
         assert r["stack_peak_mem_mb"] > 0 and r["single_peak_mem_mb"] > 0
     with pytest.raises(SystemExit) as e:
         main(["--stack", "0"])

@@ -99,14 +99,14 @@ def test_report_is_named_with_the_card(tmp_path):
 
 
 def test_levels_are_set_and_restored(monkeypatch):
-    from flmn_np.core import kernels
-    monkeypatch.setenv("FLMN_FUSED", "elementwise")
+    from flmn_np.core import levels
+    monkeypatch.setattr(gpucheck, "DEVICE_BACKEND", "numpy")
     seen = {}
     for level in gpucheck.LEVEL_ENV:
         with gpucheck.fused_level(level):
-            seen[level] = kernels.env_level()
+            seen[level] = levels.name(np.zeros(1))
     assert seen == {level: level for level in gpucheck.LEVEL_ENV}
-    assert kernels.env_level() == "elementwise"
+    assert levels.name(np.zeros(1)) == "xp"
 
 
 def test_launch_counts_cover_every_model_and_level():
@@ -116,12 +116,12 @@ def test_launch_counts_cover_every_model_and_level():
 
 
 def stand_in_device(monkeypatch):
-    """gpucheck's device stood in for: NumPy as the 'GPU' namespace, the level of each array
-    read from FLMN_FUSED as on CuPy, every kernel of every level run from its source on the CPU
+    """gpucheck's device stood in for: NumPy as the 'GPU' namespace, whose level gpucheck sets
+    as it sets CuPy's, every kernel of every level run from its source on the CPU
     (g++, tests/kernel_harness.py), the training comparisons at tiny sizes, the GPU-only tests,
-    bench and PyTorch answered at once. -> the list of (FLMN_FUSED, model, B) bench was asked."""
+    bench and PyTorch answered at once. -> the list of (level, model, B) bench was asked."""
     import types
-    from flmn_np.core import backend, kernels, step_kernels
+    from flmn_np.core import backend, kernels, levels, step_kernels
     from flmn_np.gradcheck import TINY
     from kernel_harness import launch_cpp, launch_raw_cpp
 
@@ -129,13 +129,17 @@ def stand_in_device(monkeypatch):
         n_in = len(spec.in_params.split(","))
         return lambda *arrays: launch_cpp(spec, arrays[:n_in], arrays[n_in:])
 
-    monkeypatch.setattr(kernels, "level", lambda x: kernels.env_level()
-                        if isinstance(x, np.ndarray) else "xp")
+    monkeypatch.setattr(gpucheck, "DEVICE_BACKEND", "numpy")
     monkeypatch.setattr(kernels, "cupy_kernel", cpp_kernel)
     monkeypatch.setattr(step_kernels, "cupy_function",
                         lambda spec, dtype: lambda n, args: launch_raw_cpp(spec, n, args))
     monkeypatch.setattr(backend, "cupy_status", lambda: (True, "CuPy on 1 GPU(s)"))
-    monkeypatch.setattr(gpucheck, "get_xp", lambda name: np)
+    def start(name):        # as backend._start_cupy: every kernel built and launched once
+        kernels.build_all(np, launch=launch_cpp)
+        step_kernels.build_all(np, launch=launch_raw_cpp)
+        return np
+
+    monkeypatch.setattr(gpucheck, "get_xp", start)
     monkeypatch.setattr(gpucheck, "device_info", lambda: {"card": "Test Card", "cupy": "14.2.0",
                                                           "cuda_runtime": 12090})
     monkeypatch.setattr(gpucheck, "training_cfg",
@@ -146,7 +150,7 @@ def stand_in_device(monkeypatch):
     benched = []
 
     def fake_bench(model, B, backend, repeats, count):
-        benched.append((os.environ.get("FLMN_FUSED"), model, B))
+        benched.append((levels.name(np.zeros(1)), model, B))
         return {"ms_per_step": 1.0, "episodes_per_s": float(B)}
 
     monkeypatch.setattr(gpucheck, "bench", fake_bench)
@@ -179,9 +183,9 @@ def test_the_plan_runs_within_its_budgets_with_the_device_stood_in(monkeypatch, 
                     for model in ("flmn", "mann") for dtype in ("float64", "float32")}
     assert all(r["ok"] and 1 <= r["steps"] <= 20 for r in report["training"])
     if not quick:
-        assert {env for env, _, _ in benched} == {None, "elementwise", "0"}
+        assert {level for level, _, _ in benched} == {"step", "elementwise", "xp"}
         assert len(report["launches"]) == 3 and report["tests"]["returncode"] == 0
-        assert [r["S"] for r in report["stack"]["stacks"]] == [1, 2]
+        assert [r["G"] for r in report["stack"]["stacks"]] == [1, 2]
         assert {r["steps"] for r in report["training"] if r["part"] == "full"} <= {1, 2, 3}
     assert "FLMN_FUSED" not in os.environ
 

@@ -14,7 +14,7 @@ On a GPU: the same comparisons with CuPy, and whole episodes fused against NumPy
 import numpy as np
 import pytest
 
-from flmn_np.core import addressing, kernels, lstm, memory, ops, step_kernels
+from flmn_np.core import addressing, kernels, levels, lstm, memory, ops, step_kernels
 from flmn_np.core.backend import BackendError, cupy_startup_error, cupy_status, get_xp, to_numpy
 from flmn_np.core.models import ModelConfig, loss_and_grads, stack_params
 from flmn_np.gradcheck import TINY, tiny_episode
@@ -314,8 +314,9 @@ def test_episode_through_the_kernels_on_cpu_equals_xp(monkeypatch, model, R, pla
             launch_cpp(spec, arrays[:n_in], arrays[n_in:])
         return run
 
-    monkeypatch.setattr(kernels, "level", lambda x: "elementwise")
-    monkeypatch.setattr(kernels, "cupy_kernel", cpp_kernel)
+    monkeypatch.setitem(levels._held, "numpy", levels.Level(
+        "elementwise", elementwise_ops=True,
+        launch=lambda spec, ins, outs: cpp_kernel(spec)(*ins, *outs)))
     got = loss_and_grads(p, x, y, cfg)
     not_used = {("mann", 1): {kernels.WRITE_ADD},    # MANN has no label write; R > 1: no one-head
                 ("mann", 4): {kernels.WRITE_ADD, kernels.WRITE}}                  # write
@@ -342,8 +343,9 @@ def test_stack_through_the_kernels_on_cpu_equals_models_alone(monkeypatch, model
         n_in = len(spec.in_params.split(","))
         return lambda *arrays: launch_cpp(spec, arrays[:n_in], arrays[n_in:])
 
-    monkeypatch.setattr(kernels, "fused", lambda x: True)
-    monkeypatch.setattr(kernels, "cupy_kernel", cpp_kernel)
+    monkeypatch.setitem(levels._held, "numpy", levels.Level(
+        "elementwise", elementwise_ops=True,
+        launch=lambda spec, ins, outs: cpp_kernel(spec)(*ins, *outs)))
     loss, logits, grads = loss_and_grads(params, x, y, cfg)
     for s, (loss_s, logits_s, grads_s) in enumerate(want):
         np.testing.assert_allclose(loss[s], loss_s, rtol=1e-12)
@@ -356,11 +358,16 @@ def test_step_kernels_build_all_launches_every_kernel():
     """Start-up (backend._start_cupy) launches each memory-step kernel once in each float type,
     for FLMN and MANN with both add vectors, here through the CPU build of the same source."""
     from kernel_harness import launch_raw_cpp
-    from flmn_np.core.backend import startup_configs
-    launched = step_kernels.build_all(startup_configs(), np, launch=launch_raw_cpp)
+    launched = step_kernels.build_all(np, launch=launch_raw_cpp)
     assert set(launched) == {(s.name, d) for s in step_kernels.SPECS for d in step_kernels.CTYPES}
-    cfgs = {(c.model, c.mann_add) for c in startup_configs()}
+    cfgs = {(c.model, c.mann_add) for c in step_kernels.STARTUP_CONFIGS}
     assert cfgs == {("flmn", "separate"), ("mann", "separate"), ("mann", "key")}
+    for cfg in step_kernels.STARTUP_CONFIGS:     # the tiny configs' memories are the models'
+        real = ModelConfig(model=cfg.model, reads=cfg.reads, mann_add=cfg.mann_add, slots=3,
+                           width=2)
+        want = real.memory.initial_memory(real, 2, np, "float64")
+        got = step_kernels._zero_memory(cfg, 2, np, "float64")
+        assert got._fields == want._fields and [a.shape for a in got] == [a.shape for a in want]
 
 
 def test_build_all_runs_every_kernel():
@@ -376,20 +383,37 @@ def test_build_all_runs_every_kernel():
 
 @pytest.mark.parametrize("value,level", [(None, "step"), ("step", "step"),
                                          ("elementwise", "elementwise"), ("0", "xp")])
-def test_flmn_fused_picks_the_level(monkeypatch, value, level):
+def test_flmn_fused_picks_cupys_level_at_start_up(monkeypatch, value, level):
+    from flmn_np.core.backend import cupy_level_from_env
     if value is None:
         monkeypatch.delenv("FLMN_FUSED", raising=False)
     else:
         monkeypatch.setenv("FLMN_FUSED", value)
-    assert kernels.env_level() == level
-    assert kernels.level(np.zeros(2)) == "xp"                  # NumPy: always the plain code
+    held = cupy_level_from_env()
+    assert held.name == level and held.elementwise_ops == (level != "xp")
+    assert levels.name(np.zeros(2)) == "xp"                  # NumPy: the plain code by default
+    monkeypatch.setenv("FLMN_FUSED", "0")                    # read at start-up only
+    assert levels.name(np.zeros(2)) == "xp"
 
 
 def test_an_unknown_level_is_refused_in_one_line(monkeypatch):
+    from flmn_np.core.backend import cupy_level_from_env
     monkeypatch.setenv("FLMN_FUSED", "1")
-    with pytest.raises(ValueError, match="FLMN_FUSED='1' is not one of '0', 'elementwise'") as e:
-        kernels.env_level()
+    with pytest.raises(BackendError, match="FLMN_FUSED='1' is not one of '0', 'elementwise'") as e:
+        cupy_level_from_env()
     assert "\n" not in str(e.value)
+
+
+def test_a_level_is_held_for_a_block_and_restored():
+    """levels.use_level sets one backend's level inside a block only; the ops of the reading
+    path show their plain form and name their kernel (levels.elementwise_form)."""
+    assert levels.name(np.zeros(1)) == "xp" and levels.of(np.zeros(1)) == levels.PLAIN
+    with levels.use_level("numpy", "elementwise") as held:
+        assert levels.elementwise(np.zeros(1)) and held.name == "elementwise"
+        assert not levels.step(np.zeros(1))
+    assert levels.of(np.zeros(1)) == levels.PLAIN
+    assert lstm.lstm_cell_forward.plain.__module__ == "flmn_np.core.lstm"
+    assert lstm.lstm_cell_forward.fused is kernels.lstm_cell_forward
 
 
 # ------------------------------------------------------------------ the checks can fail
@@ -497,37 +521,37 @@ def cp():
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_lstm_cell_fused_on_gpu_equals_xp(cp, dtype, monkeypatch):
+def test_lstm_cell_fused_on_gpu_equals_xp(cp, dtype):
     args = [cp.asarray(a) for a in lstm_inputs(dtype)]
-    assert kernels.fused(args[0])
-    fused = lstm_outputs(*args, launch=kernels.launch_cupy)
-    monkeypatch.setenv("FLMN_FUSED", "0")
-    plain = lstm_outputs(*args)
+    with levels.use_level("cupy", "step"):
+        assert levels.elementwise(args[0])
+        fused = lstm_outputs(*args, launch=kernels.launch_cupy)
+    with levels.use_level("cupy", "xp"):
+        plain = lstm_outputs(*args)
     for f, p in zip(fused, plain):
         np.testing.assert_allclose(to_numpy(f), to_numpy(p), rtol=TOL[dtype], atol=TOL[dtype])
 
 
 @needs_gpu
-def test_write_fused_on_gpu_equals_xp(cp, monkeypatch):
+def test_write_fused_on_gpu_equals_xp(cp):
     M, w, a, erase = (cp.asarray(x) for x in write_inputs(np.float64))
-    M_f, _ = memory.write_forward(M, w, a, erase=erase)
-    monkeypatch.setenv("FLMN_FUSED", "0")
-    M_x, _ = memory.write_forward(M, w, a, erase=erase)
+    with levels.use_level("cupy", "elementwise"):
+        M_f, _ = memory.write_forward(M, w, a, erase=erase)
+    with levels.use_level("cupy", "xp"):
+        M_x, _ = memory.write_forward(M, w, a, erase=erase)
     np.testing.assert_allclose(to_numpy(M_f), to_numpy(M_x), rtol=1e-12, atol=1e-14)
 
 
 @needs_gpu
-@pytest.mark.parametrize("level", ["elementwise", None])        # None: unset, the 'step' level
+@pytest.mark.parametrize("level", ["elementwise", "step"])
 @pytest.mark.parametrize("model,R", [("flmn", 1), ("mann", 1), ("mann", 4)])
-def test_episode_fused_on_gpu_equals_numpy(cp, model, R, level, monkeypatch):
-    if level is None:
-        monkeypatch.delenv("FLMN_FUSED", raising=False)
-    else:
-        monkeypatch.setenv("FLMN_FUSED", level)
+def test_episode_fused_on_gpu_equals_numpy(cp, model, R, level):
     cfg = ModelConfig(model=model, reads=R, slots=6, **TINY)
     p, x, y = tiny_episode(cfg, seed=2)
     ref = loss_and_grads(p, x, y, cfg)
-    out = loss_and_grads({k: cp.asarray(v) for k, v in p.items()}, cp.asarray(x), cp.asarray(y), cfg)
+    with levels.use_level("cupy", level):
+        out = loss_and_grads({k: cp.asarray(v) for k, v in p.items()}, cp.asarray(x),
+                             cp.asarray(y), cfg)
     np.testing.assert_allclose(to_numpy(out[1]), ref[1], rtol=1e-10, atol=1e-12)
     for k in p:
         np.testing.assert_allclose(to_numpy(out[2][k]), ref[2][k], rtol=1e-8, atol=1e-12)

@@ -170,10 +170,10 @@ MUTATIONS = {
     # ties to the highest index instead of the lowest
     "tie_break_turned": [("(best < 0 || w_u[i] < w_u[best])", "(best < 0 || w_u[i] <= w_u[best])")],
     # the read from the memory before this step's write
-    "read_before_write": [("r_v += w_r[i] * M_l[i * W + v];",
-                           "r_v += w_r[i] * M_l_prev[i * W + v];"),
-                          ("r_v += w_r[j * N + i] * M[i * W + v];",
-                           "r_v += w_r[j * N + i] * M_prev[i * W + v];")],
+    "read_before_write": [("read_memory(w_r, M_l, N, W, r);",
+                           "read_memory(w_r, M_l_prev, N, W, r);"),
+                          ("read_memory(w_r + j * N, M, N, W, r + j * W);",
+                           "read_memory(w_r + j * N, M_prev, N, W, r + j * W);")],
 }
 
 

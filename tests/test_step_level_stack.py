@@ -1,13 +1,13 @@
 """A stack of models at CuPy's 'step' level, every kernel run from its source on the CPU
 (tests/kernel_harness.step_level_on_cpu), against each model trained alone by the plain xp code:
 training steps (episode forward, BPTT, clipping and Adam per model, one lr per model) for FLMN,
-MANN R = 1 and R = 4, S = 1, 2, 5, with S B = 65 episodes in one case (two blocks of 64
+MANN R = 1 and R = 4, G = 1, 2, 5, with G B = 65 episodes in one case (two blocks of 64
 threads, the second holding one episode). And the flat Adam buffer: after a step every parameter
 is still a view of it, so an update that lands in a copy fails here."""
 import numpy as np
 import pytest
 
-from flmn_np.core import kernels, step_kernels
+from flmn_np.core import kernels, levels, step_kernels
 from flmn_np.core.backend import cupy_status
 from flmn_np.core.models import ModelConfig, init_params, loss_and_grads, stack_params
 from flmn_np.core.optim import Adam, clip_by_global_norm
@@ -34,11 +34,11 @@ def cfg_of(name):
     return ModelConfig(slots=6, **TINY, **CONFIGS[name])
 
 
-def episodes_of(cfg, S, B, dtype):
-    """STEPS batches per model: x (STEPS, S, B, T, D), y (STEPS, S, B, T)."""
+def episodes_of(cfg, G, B, dtype):
+    """STEPS batches per model: x (STEPS, G, B, T, D), y (STEPS, G, B, T)."""
     rng = np.random.default_rng(5)
     data = [[synthetic_episodes(rng, B, C=cfg.n_classes, S=3, D=cfg.input_size)
-             for _ in range(S)] for _ in range(STEPS)]
+             for _ in range(G)] for _ in range(STEPS)]
     x = np.array([[xs.astype(dtype) for xs, _ in step] for step in data])
     y = np.array([[ys for _, ys in step] for step in data])
     return x, y
@@ -54,14 +54,14 @@ def train_alone(cfg, s, x, y, dtype):
     return params
 
 
-def train_stack(cfg, S, x, y, dtype):
-    """The S models as one stack; returns (params, opt, losses per step)."""
-    params = stack_params([init_params(cfg, s, np, dtype) for s in range(S)])
-    opt = Adam(params, lr=list(LRS[:S]), lead=(S,))
+def train_stack(cfg, G, x, y, dtype):
+    """The G models as one stack; returns (params, opt, losses per step)."""
+    params = stack_params([init_params(cfg, s, np, dtype) for s in range(G)])
+    opt = Adam(params, lr=list(LRS[:G]), lead=(G,))
     losses = []
     for i in range(STEPS):
         loss, _, grads = loss_and_grads(params, x[i], y[i], cfg)
-        opt.step(params, clip_by_global_norm(grads, CLIP, (S,))[0])
+        opt.step(params, clip_by_global_norm(grads, CLIP, (G,))[0])
         losses.append(loss)
     return params, opt, losses
 
@@ -76,19 +76,19 @@ def assert_views_of_flat_buffer(params, opt):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", list(CONFIGS))
-@pytest.mark.parametrize("S,B", [(1, 3), (2, 3), (5, 13)])
-def test_stack_at_the_step_level_trains_as_each_model_alone(S, B, name, dtype):
+@pytest.mark.parametrize("G,B", [(1, 3), (2, 3), (5, 13)])
+def test_stack_at_the_step_level_trains_as_each_model_alone(G, B, name, dtype):
     cfg = cfg_of(name)
-    x, y = episodes_of(cfg, S, B, dtype)
-    alone = [train_alone(cfg, s, x, y, dtype) for s in range(S)]
+    x, y = episodes_of(cfg, G, B, dtype)
+    alone = [train_alone(cfg, s, x, y, dtype) for s in range(G)]
     with pytest.MonkeyPatch.context() as mp:
         launched = step_level_on_cpu(mp)
-        params, opt, _ = train_stack(cfg, S, x, y, dtype)
-        alone_step = [train_alone(cfg, s, x, y, dtype) for s in range(S)]
+        params, opt, _ = train_stack(cfg, G, x, y, dtype)
+        alone_step = [train_alone(cfg, s, x, y, dtype) for s in range(G)]
     assert {f"{cfg.model}_step_forward", f"{cfg.model}_step_backward",
             "flmn_lstm_cell_forward_sum", "flmn_lstm_cell_backward_sum", "flmn_adam"} <= launched
     assert_views_of_flat_buffer(params, opt)
-    for s in range(S):
+    for s in range(G):
         for k in params:
             want = alone[s][k]
             scale = np.abs(want).max()
@@ -138,18 +138,18 @@ def test_stack_at_the_step_level_on_gpu_trains_as_each_model_alone(name):
     """The same on CuPy, float64, and every parameter a view of the flat buffer on the device."""
     import cupy
     cfg = cfg_of(name)
-    S, B = 5, 13
-    x, y = episodes_of(cfg, S, B, "float64")
-    alone = [train_alone(cfg, s, x, y, "float64") for s in range(S)]
-    params = stack_params([init_params(cfg, s, cupy, "float64") for s in range(S)])
-    opt = Adam(params, lr=list(LRS[:S]), lead=(S,))
-    assert kernels.fused_step(params["W_lstm"]) and step_kernels.supported(cfg)
+    G, B = 5, 13
+    x, y = episodes_of(cfg, G, B, "float64")
+    alone = [train_alone(cfg, s, x, y, "float64") for s in range(G)]
+    params = stack_params([init_params(cfg, s, cupy, "float64") for s in range(G)])
+    opt = Adam(params, lr=list(LRS[:G]), lead=(G,))
+    assert levels.step(params["W_lstm"]) and step_kernels.supported(cfg)
     for i in range(STEPS):
         _, _, grads = loss_and_grads(params, cupy.asarray(x[i]), cupy.asarray(y[i]), cfg)
-        opt.step(params, clip_by_global_norm(grads, CLIP, (S,))[0])
+        opt.step(params, clip_by_global_norm(grads, CLIP, (G,))[0])
     lo, hi = opt.p.data.ptr, opt.p.data.ptr + opt.p.nbytes
     for k, (a, b) in opt.offsets.items():
         assert lo <= params[k].data.ptr < hi, f"{k} is not a view of the flat buffer"
-        for s in range(S):
+        for s in range(G):
             want = alone[s][k]
             assert np.abs(cupy.asnumpy(params[k][s]) - want).max() <= 1e-12 * np.abs(want).max()

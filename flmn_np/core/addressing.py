@@ -4,7 +4,7 @@ Shapes carry a head axis R (MANN's read heads; R = 1 for FLMN's single label rea
 k (B, R, W) keys, M (B, N, W) memory, w (B, R, N) weights.
 Derivations: docs/derivations.md#cosine-similarity and #read.
 """
-from . import kernels
+from . import kernels, levels
 from .backend import array_namespace
 from .ops import softmax_backward, softmax_bounded_forward, transpose_matmul
 
@@ -71,10 +71,7 @@ def _nonzero(sq_norm, xp):
 def address_forward(k, M, eps_placement="product"):
     """w[b,j,:] = softmax_i(K[b,j,i]) with K the cosine similarity   [FLMN eq 1-2]
 
-    k (B, R, W), M (B, N, W)  ->  w (B, R, N), cache.  On CuPy the elementwise work between
-    the products is one kernel (kernels.ADDRESS_FORWARD)."""
-    if kernels.fused(k):
-        return kernels.address_forward(k, M, eps_placement, COSINE_EPS)
+    k (B, R, W), M (B, N, W)  ->  w (B, R, N), cache."""
     K, cos_cache = cosine_forward(k, M, eps_placement)
     w, sm_cache = softmax_bounded_forward(K)
     return w, (cos_cache, sm_cache)
@@ -85,10 +82,7 @@ def address_backward(dw, cache):
 
     Inputs:  dw (B, R, N), cache from address_forward
     Returns: dk (B, R, W), dM (B, N, W)
-    On CuPy: three kernels around the products and sums (kernels.address_backward).
     """
-    if kernels.fused(dw):
-        return kernels.address_backward(dw, cache)
     cos_cache, sm_cache = cache
     return cosine_backward(softmax_backward(dw, sm_cache), cos_cache)
 
@@ -108,3 +102,12 @@ def read_backward(dr, cache):
     w, M = cache
     xp = array_namespace(dr)
     return xp.matmul(dr, M.mT), transpose_matmul(w, dr)
+
+
+# CuPy's elementwise level (levels.py): the cosine's elementwise work and the softmax's exp one
+# kernel between the products (kernels.ADDRESS_FORWARD); backward three kernels around its
+# products and sums (kernels.address_backward).
+address_forward = levels.elementwise_form(
+    address_forward, lambda k, M, eps_placement="product": kernels.address_forward(
+        k, M, eps_placement, COSINE_EPS))
+address_backward = levels.elementwise_form(address_backward, kernels.address_backward)

@@ -5,11 +5,12 @@ and uses only array-API standard functions, so the same code runs on all three.
 array_api_strict is the CPU stand-in for CuPy in tests: it rejects NumPy-only calls.
 """
 import functools
+import os
 
 import numpy as np
 
 from ..errors import FlmnError
-from . import kernels, step_kernels
+from . import kernels, levels, step_kernels
 
 BACKENDS = ("auto", "numpy", "cupy", "array_api_strict")
 
@@ -64,32 +65,35 @@ def cupy_startup_error(e):
     return f"CuPy fails at its first kernel ({_one_line(e)}); check the install: {CUPY_INSTALL}"
 
 
+def cupy_level_from_env():
+    """CuPy's level as FLMN_FUSED asks for it (unset: 'step'), read once, at start-up. Raises
+    BackendError, in one line, for a value that is not a level."""
+    try:
+        name = levels.parse_env(os.environ.get("FLMN_FUSED")) or "step"
+    except ValueError as e:
+        raise BackendError(str(e)) from None
+    return levels.Level(name, elementwise_ops=name != "xp")
+
+
 @functools.cache
 def _start_cupy():
-    """Compile and run CuPy's first kernels now, so that a missing NVRTC, missing CUDA headers or
-    a fused kernel that does not build is reported here, once, rather than at the first step."""
+    """Choose CuPy's level (FLMN_FUSED, once) and hold it (levels.set_level); compile and run
+    CuPy's first kernels and every kernel of that level now, so that a missing NVRTC, missing
+    CUDA headers or a kernel that does not build or launch is reported here, once, rather than
+    at the first step."""
     import cupy
 
     x = cupy.linspace(-1.0, 1.0, 8)
     float(cupy.sum(cupy.tanh(x) * 2.0))            # a CuPy ufunc and reduction: NVRTC + headers
-    try:
-        level = kernels.env_level()
-    except ValueError as e:
-        raise BackendError(str(e)) from None
+    level = cupy_level_from_env()
+    levels.set_level("cupy", level)
+    level = level.name
     if level != "xp":
         kernels.build_all(_cupy_namespace())
     if level == "step":
-        step_kernels.build_all(startup_configs(), _cupy_namespace())
+        step_kernels.build_all(_cupy_namespace())
     cupy.cuda.Device().synchronize()              # a failed launch raises here, not at step 1
 
-
-def startup_configs():
-    """Tiny FLMN and MANN (two heads, the add vector separate and the key) configs whose memory
-    steps launch every memory-step kernel at startup."""
-    from .models import ModelConfig                # models imports this module
-    tiny = dict(input_size=2, n_classes=2, hidden=2, slots=3, width=2)
-    return (ModelConfig(model="flmn", **tiny), ModelConfig(model="mann", reads=2, **tiny),
-            ModelConfig(model="mann", reads=2, mann_add="key", **tiny))
 
 
 def get_xp(name="numpy"):

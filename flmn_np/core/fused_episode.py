@@ -12,10 +12,10 @@ each time step is two products with weights (cuBLAS) and two kernels, forward an
               dz, dc[t-1] = LSTM backward(dh_head + dh, dc[t])        kernels.LSTM_BACKWARD_SUM
               d[r; h][t-1] = dz W_rec^T                              matmul
 
-A stack of S models (lead = (S,), docs/derivations.md#a-stack-of-models) takes the same
-launches: inside the loop the E = S B episodes are one batch axis, model-major (episode
+A stack of G models (lead = (G,), docs/derivations.md#a-stack-of-models) takes the same
+launches: inside the loop the E = G B episodes are one batch axis, model-major (episode
 e = s B + b), each product with weights is one batched product per model (ops.per_model_matmul:
-(S, B, n) @ (S, n, m)), and each memory-step kernel adds model s's row of b_head to its B
+(G, B, n) @ (G, n, m)), and each memory-step kernel adds model s's row of b_head to its B
 episodes (the kernels' bias_every = B). For one model (lead = ()) every product is the plain
 (B, n) @ (n, m).
 
@@ -33,7 +33,8 @@ from typing import NamedTuple, Any
 from . import kernels, step_kernels
 from .addressing import COSINE_EPS
 from .backend import array_namespace
-from .ops import model_major, per_model_matmul, previous_label_onehot, time_major, transposed
+from .ops import (episodes_of_rows, model_major, per_model_matmul, previous_label_onehot,
+                  rows_of_episodes, time_major, transposed)
 
 
 class EpisodeCache(NamedTuple):
@@ -54,19 +55,11 @@ def _W_out_rh(params, H):
 
 
 def _contiguous(a):
-    """a laid out row by row: a stack's b_head (S, n) is a strided view of Adam's flat buffer
+    """a laid out row by row: a stack's b_head (G, n) is a strided view of Adam's flat buffer
     (optim.Adam), and the kernels read C-contiguous rows. One copy per episode, none when a is
     already contiguous in that order (one model's 1-D slice)."""
     xp = array_namespace(a)
     return xp.reshape(xp.reshape(a, (-1,)), a.shape)
-
-
-def _model_major_rows(a, lead):
-    """(*lead, B, T, n) episodes  ->  (*lead, T B, n): each model's rows time-major."""
-    xp = array_namespace(a)
-    L = len(lead)
-    a = xp.permute_dims(a, (*range(L), L + 1, L, L + 2))                # (*lead, T, B, n)
-    return xp.reshape(a, (*lead, -1, a.shape[-1]))
 
 
 def episode_forward(params, W_in, W_rec, x, y, cfg):
@@ -78,7 +71,7 @@ def episode_forward(params, W_in, W_rec, x, y, cfg):
     B, T = x.shape[-3], x.shape[-2]
     E, H, RW = math.prod(lead) * B, cfg.hidden, cfg.memory.read_size(cfg)
     u = xp.concat([x, previous_label_onehot(y, cfg.n_classes, x.dtype)], axis=-1)
-    u = _model_major_rows(u, lead)                                      # (*lead, T B, D + C)
+    u = rows_of_episodes(u, lead)                                       # (*lead, T B, D + C)
     z_in = time_major(xp.matmul(u, W_in) + params["b_lstm"][..., None, :], T)   # (T, E, 4H)
 
     step_forward = step_kernels.STEP_FORWARD[cfg.model]
@@ -96,9 +89,7 @@ def episode_forward(params, W_in, W_rec, x, y, cfg):
         step_caches.append((lstm_cache, mem_cache))
     logits = (xp.matmul(model_major(rh[1:, ...], lead), _W_out_rh(params, H))
               + params["b_out"][..., None, :])                          # (*lead, T B, C)
-    logits = xp.reshape(logits, (*lead, T, B, cfg.n_classes))
-    L = len(lead)
-    logits = xp.permute_dims(logits, (*range(L), L + 1, L, L + 2))      # (*lead, B, T, C)
+    logits = episodes_of_rows(logits, lead, B)                          # (*lead, B, T, C)
     return logits, EpisodeCache(u, rh, step_caches, mem, params, W_rec, cfg)
 
 
@@ -110,7 +101,7 @@ def episode_backward(dlogits, cache):
     T, E = rh.shape[0] - 1, rh.shape[1]
     H, RW = cfg.hidden, cfg.memory.read_size(cfg)
 
-    dlogits = _model_major_rows(dlogits, lead)                          # (*lead, T B, C)
+    dlogits = rows_of_episodes(dlogits, lead)                           # (*lead, T B, C)
     rh_out = model_major(rh[1:, ...], lead)                             # (*lead, T B, RW + H)
     dW_out_rh = xp.matmul(rh_out.mT, dlogits)                           # rows [r; h]
     grads = {"W_out": xp.concat([dW_out_rh[..., RW:, :], dW_out_rh[..., :RW, :]], axis=-2),

@@ -1,41 +1,35 @@
-"""Fused CuPy kernels for the elementwise work of the time loop.
+"""The CuPy kernels of the elementwise work: the 'elementwise' level's, and the 'step' level's
+LSTM cells and Adam.
 
 At B = 16 a GPU step is bound by kernel launches, not arithmetic: the LSTM cell is ~10
 elementwise ops forward and ~15 backward, the memory step ~30 forward and ~40 backward, each a
 launch. Here each run of elementwise work between two products or reductions is one elementwise
 kernel, with the same names and formulas as the `xp` code it replaces (lstm.py, ops.py,
 memory.py, addressing.py) and the same cache layout, so forward and backward can be mixed. The
-products and reductions around them (matmul, vecdot, sum, argmin) stay `xp` calls.
-
-Three levels, chosen for CuPy arrays by the environment variable FLMN_FUSED (`level`), so that
-one GPU run can compare them (`python -m flmn_np.gpucheck`):
-
-    FLMN_FUSED unset or 'step'   each memory step one kernel (step_kernels.py), the time loop
-                                 in 8 launches per step (fused_episode.py, with the LSTM_*_SUM
-                                 kernels below), Adam one launch (ADAM)
-    FLMN_FUSED=elementwise       the elementwise kernels below, each between two xp products
-    FLMN_FUSED=0                 the plain xp code, as on NumPy
-
-Any other value is refused in one line at startup (backend.get_xp). Code outside the episode
-loop (models.step_forward, memviz) takes the elementwise kernels on either fused level.
+products and reductions around them (matmul, vecdot, sum, argmin) stay `xp` calls. Each wrapper
+below has the signature and results of the op it stands for; the op names it at the end of its
+module (levels.elementwise_form). The 'step' level (fused_episode.py) calls the LSTM_*_SUM
+kernels and ADAM; which level an array runs at is held in levels.py.
 
 A kernel is a `KernelSpec` (CuPy's `ElementwiseKernel` arguments: parameters and a C++ body run
 once per element `i`). The wrappers below slice and allocate with `xp` and hand the spec with its
-input and output arrays to a launcher: `launch_cupy` on a GPU. tests/test_kernels.py passes a
-CPU launcher instead (the same body compiled with g++), so the bodies, gate slicing, cache
-layout and transposes are checked against the `xp` code on machines without a GPU, and compiles
-each body with NVRTC for sm_80 and sm_90 the way CuPy would.
+input and output arrays to a launcher: the level's (levels.Level.launch), by default
+`launch_cupy`. tests/test_kernels.py passes a CPU launcher instead (the same body compiled with
+g++), so the bodies, gate slicing, cache layout and transposes are checked against the `xp` code
+on machines without a GPU, and compiles each body with NVRTC for sm_80 and sm_90 the way CuPy
+would; the CPU build of the step level (cpu_kernels.py) runs LSTM_*_SUM and ADAM on NumPy.
 
 CuPy names its loop index `i` and rejects a parameter of that name, so the input gate is `i_`
 here (as in Chainer's LSTM kernel); every other name matches lstm.py and docs/derivations.md.
 The sigmoid is declared once, in PREAMBLE, and every kernel (these and step_kernels.py) calls it.
 """
 import functools
-import os
 from typing import NamedTuple
 
 import numpy as np
 from array_api_compat import array_namespace
+
+from . import levels
 
 
 class KernelSpec(NamedTuple):
@@ -201,36 +195,6 @@ SPECS = (LSTM_FORWARD, LSTM_BACKWARD, WRITE, WRITE_ADD, INTERFACE_FORWARD, TANH_
          SIGMOID_BACKWARD, WRITE_WEIGHTS, USAGE, ADDRESS_FORWARD, ADDRESS_BACKWARD,
          COSINE_CORRECTION, LSTM_FORWARD_SUM, LSTM_BACKWARD_SUM, ADAM)
 
-# FLMN_FUSED -> level; unset is 'step'.
-LEVELS = {"0": "xp", "elementwise": "elementwise", "step": "step"}
-
-
-def env_level():
-    """The level FLMN_FUSED asks for: 'xp', 'elementwise' or 'step' (the default). Raises
-    ValueError, in one line, for any other value."""
-    value = os.environ.get("FLMN_FUSED", "step")
-    if value not in LEVELS:
-        raise ValueError(f"FLMN_FUSED={value!r} is not one of {', '.join(map(repr, LEVELS))} "
-                         f"(unset: 'step')")
-    return LEVELS[value]
-
-
-def level(x):
-    """The level of array x: 'xp' for anything but CuPy, else env_level()."""
-    return env_level() if type(x).__module__.startswith("cupy") else "xp"
-
-
-def fused(x):
-    """Whether x takes a fused path (either level): the elementwise kernels, and in the 'step'
-    level the LSTM cell's kernels outside the episode loop (models.step_forward)."""
-    return level(x) != "xp"
-
-
-def fused_step(x):
-    """Whether x takes the 'step' level: one kernel per memory step, the fused episode."""
-    return level(x) == "step"
-
-
 @functools.cache
 def cupy_kernel(spec):
     """The `cupy.ElementwiseKernel` of a spec (built once; compiled by CuPy at its first call,
@@ -245,13 +209,20 @@ def launch_cupy(spec, inputs, outputs):
     cupy_kernel(spec)(*inputs, *outputs)
 
 
+def launcher(x, launch=None):
+    """`launch` if given, else the launcher of array x's level (levels.Level.launch), else
+    launch_cupy."""
+    return launch or levels.of(x).launch or launch_cupy
+
+
 def gate_slices(x, H):
     """The H-wide column blocks of x (B, k H): [z_i | z_f | z_o | z_g] for z, [i | f | o] for ifo."""
     return tuple(x[:, j * H:(j + 1) * H] for j in range(x.shape[-1] // H))
 
 
-def lstm_cell_forward(z, c_prev, launch=launch_cupy):
+def lstm_cell_forward(z, c_prev, launch=None):
     """lstm.lstm_cell_forward in one kernel; returns the same (h, c, cache)."""
+    launch = launcher(z, launch)
     xp = array_namespace(z)
     B, H = c_prev.shape
     ifo = xp.empty((B, 3 * H), dtype=z.dtype)
@@ -260,8 +231,9 @@ def lstm_cell_forward(z, c_prev, launch=launch_cupy):
     return h, c, (ifo, g, c_prev, tanh_c)
 
 
-def lstm_cell_backward(dh, dc, cache, launch=launch_cupy):
+def lstm_cell_backward(dh, dc, cache, launch=None):
     """lstm.lstm_cell_backward in one kernel; returns the same (dz, dc_prev)."""
+    launch = launcher(dh, launch)
     ifo, g, c_prev, tanh_c = cache
     xp = array_namespace(dh)
     B, H = dh.shape
@@ -272,9 +244,10 @@ def lstm_cell_backward(dh, dc, cache, launch=launch_cupy):
     return dz, dc_prev
 
 
-def lstm_cell_forward_sum(z_in, z_rec, c_prev, h_rh, launch=launch_cupy):
+def lstm_cell_forward_sum(z_in, z_rec, c_prev, h_rh, launch=None):
     """lstm.lstm_cell_forward of z = z_in + z_rec in one kernel, h also written into h_rh
     (B, H), a view of the next recurrent row; returns the same (h, c, cache)."""
+    launch = launcher(z_in, launch)
     xp = array_namespace(z_in)
     B, H = c_prev.shape
     ifo = xp.empty((B, 3 * H), dtype=z_in.dtype)
@@ -284,9 +257,10 @@ def lstm_cell_forward_sum(z_in, z_rec, c_prev, h_rh, launch=launch_cupy):
     return h, c, (ifo, g, c_prev, tanh_c)
 
 
-def lstm_cell_backward_sum(dh_head, dh_next, dh_out, dc, cache, dz, launch=launch_cupy):
+def lstm_cell_backward_sum(dh_head, dh_next, dh_out, dc, cache, dz, launch=None):
     """lstm.lstm_cell_backward of dh = dh_head + dh_next + dh_out in one kernel, dz (B, 4H)
     written into the buffer given; returns (dz, dc_prev)."""
+    launch = launcher(dh_head, launch)
     ifo, g, c_prev, tanh_c = cache
     xp = array_namespace(dh_head)
     B, H = dh_head.shape
@@ -302,10 +276,11 @@ def constant(xp, dtype, values):
     return xp.asarray(values, dtype=dtype)
 
 
-def write_forward(M_prev, w, a, keep, launch=launch_cupy):
+def write_forward(M_prev, w, a, keep, launch=None):
     """memory.write_forward for one head: M = M_prev keep + w^T a, or with keep None (the label
     write) M = M_prev + w^T a, in one kernel. M_prev (B, N, W), w (B, 1, N), a (B, 1, W),
     keep (B, N, 1) or None."""
+    launch = launcher(M_prev, launch)
     xp = array_namespace(M_prev)
     M = xp.empty(M_prev.shape, dtype=M_prev.dtype)
     if keep is None:
@@ -315,8 +290,9 @@ def write_forward(M_prev, w, a, keep, launch=launch_cupy):
     return M
 
 
-def interface_forward(heads, n_tanh, launch=launch_cupy):
+def interface_forward(heads, n_tanh, launch=None):
     """ops.interface_forward in one kernel; returns the same (tanh part, gates, cache)."""
+    launch = launcher(heads, launch)
     xp = array_namespace(heads)
     n = heads.shape[-1]
     act = xp.empty(heads.shape, dtype=heads.dtype)
@@ -326,8 +302,9 @@ def interface_forward(heads, n_tanh, launch=launch_cupy):
     return tanh_part, gates, (tanh_part, gates)
 
 
-def interface_backward(d_tanh, d_gates, cache, launch=launch_cupy):
+def interface_backward(d_tanh, d_gates, cache, launch=None):
     """ops.interface_backward in two kernels, written into the two column blocks of dheads."""
+    launch = launcher(d_tanh, launch)
     tanh_part, gates = cache
     xp = array_namespace(d_tanh)
     n_tanh = tanh_part.shape[-1]
@@ -337,25 +314,28 @@ def interface_backward(d_tanh, d_gates, cache, launch=launch_cupy):
     return dheads
 
 
-def write_weights_forward(g_w, w_r_prev, w_lu_prev, launch=launch_cupy):
+def write_weights_forward(g_w, w_r_prev, w_lu_prev, launch=None):
     """memory.write_weights_forward in one kernel; returns the same (w_w, (g_w, diff))."""
+    launch = launcher(w_r_prev, launch)
     xp = array_namespace(w_r_prev)
     w_w, diff = (xp.empty(w_r_prev.shape, dtype=w_r_prev.dtype) for _ in range(2))
     launch(WRITE_WEIGHTS, (g_w[:, :, None], w_r_prev, w_lu_prev), (w_w, diff))
     return w_w, (g_w, diff)
 
 
-def usage_forward(w_u_prev, gamma, w_a, w_b, launch=launch_cupy):
+def usage_forward(w_u_prev, gamma, w_a, w_b, launch=None):
     """memory.usage_forward after its sums over heads, in one kernel: w_a, w_b (B, N)."""
+    launch = launcher(w_u_prev, launch)
     xp = array_namespace(w_u_prev)
     w_u = xp.empty(w_u_prev.shape, dtype=w_u_prev.dtype)
     launch(USAGE, (w_u_prev, constant(xp, w_u_prev.dtype, gamma), w_a, w_b), (w_u,))
     return w_u
 
 
-def address_forward(k, M, eps_placement, eps, launch=launch_cupy):
+def address_forward(k, M, eps_placement, eps, launch=None):
     """addressing.address_forward: the products and norms with xp, the elementwise rest of the
     cosine and the softmax's exp in one kernel; returns the same (w, cache)."""
+    launch = launcher(k, launch)
     xp = array_namespace(k, M)
     kk, MM = xp.vecdot(k, k)[:, :, None], xp.vecdot(M, M)[:, None, :]
     if eps_placement == "inside":
@@ -368,9 +348,10 @@ def address_forward(k, M, eps_placement, eps, launch=launch_cupy):
     return w, ((k, M, K, kk, MM, P, denom), w)
 
 
-def address_backward(dw, cache, launch=launch_cupy):
+def address_backward(dw, cache, launch=None):
     """addressing.address_backward in three kernels around its products and sums; returns the
     same (dk, dM)."""
+    launch = launcher(dw, launch)
     (k, M, K, kk, MM, P, denom), w = cache
     xp = array_namespace(dw)
     s = xp.sum(dw * w, axis=-1, keepdims=True)
@@ -388,17 +369,18 @@ def address_backward(dw, cache, launch=launch_cupy):
     return dk, dM
 
 
-def adam_update(p, m, v, g, lr_t, beta1, beta2, eps, launch=launch_cupy):
+def adam_update(p, m, v, g, lr_t, beta1, beta2, eps, launch=None):
     """optim.Adam's update of flat buffers p, m, v (..., n) by the gradient g, in place, in one
-    kernel. lr_t: a number, or an array that broadcasts against them ((S, 1) for S stacked
+    kernel. lr_t: a number, or an array that broadcasts against them ((G, 1) for G stacked
     models)."""
+    launch = launcher(p, launch)
     def scalar(value):    # a host number of p's dtype (CuPy types a kernel's T by it)
         return np.dtype(str(p.dtype).rpartition(".")[2]).type(value)
     launch(ADAM, (g, lr_t if hasattr(lr_t, "shape") else scalar(lr_t), scalar(1.0 - beta1),
                   scalar(1.0 - beta2), scalar(eps)), (p, m, v))
 
 
-def build_all(xp, launch=launch_cupy):
+def build_all(xp, launch=None):
     """Run each kernel once through its wrapper on tiny float32 and float64 arrays of `xp`. CuPy
     compiles a kernel at its first call, so this surfaces a missing NVRTC, missing CUDA headers
     or a body that does not build at startup (backend.get_xp) instead of at the first step."""

@@ -4,7 +4,7 @@ Gates are packed in one pre-activation z = [z_i | z_f | z_o | z_g] (B, 4H); the 
 that makes z lives in models.py, where the input part of all T steps is one product before the
 time loop. Derivation: docs/derivations.md#lstm-cell.
 """
-from . import kernels
+from . import kernels, levels
 from .backend import array_namespace
 from .ops import sigmoid
 
@@ -16,11 +16,8 @@ def lstm_cell_forward(z, c_prev):
         c[t] = f * c[t-1] + i * g
         h[t] = o * tanh(c[t])
 
-    z (B, 4H), c_prev (B, H)  ->  h (B, H), c (B, H), cache.  On CuPy: one fused kernel
-    (kernels.LSTM_FORWARD, where the input gate is named i_: CuPy reserves i).
+    z (B, 4H), c_prev (B, H)  ->  h (B, H), c (B, H), cache.
     """
-    if kernels.fused(z):
-        return kernels.lstm_cell_forward(z, c_prev)
     xp = array_namespace(z)
     H = c_prev.shape[-1]
     ifo = sigmoid(z[:, :3 * H])
@@ -39,8 +36,6 @@ def lstm_cell_backward(dh, dc, cache):
         di = dc_total * g,  df = dc_total * c[t-1],  do = dh * tanh(c),  dg = dc_total * i
         dz = [di i(1-i) | df f(1-f) | do o(1-o) | dg (1-g^2)],   dc_prev = dc_total * f
     """
-    if kernels.fused(dh):
-        return kernels.lstm_cell_backward(dh, dc, cache)
     ifo, g, c_prev, tanh_c = cache
     xp = array_namespace(dh)
     H = dh.shape[-1]
@@ -49,3 +44,9 @@ def lstm_cell_backward(dh, dc, cache):
     d_gates = xp.concat([dc_total * g, dc_total * c_prev, dh * tanh_c], axis=-1)  # [di | df | do]
     dz = xp.concat([d_gates * ifo * (1.0 - ifo), dc_total * i * (1.0 - g * g)], axis=-1)
     return dz, dc_total * f
+
+
+# CuPy's elementwise level (levels.py): each of the two cells one kernel (kernels.LSTM_FORWARD,
+# LSTM_BACKWARD, where the input gate is named i_: CuPy reserves i).
+lstm_cell_forward = levels.elementwise_form(lstm_cell_forward, kernels.lstm_cell_forward)
+lstm_cell_backward = levels.elementwise_form(lstm_cell_backward, kernels.lstm_cell_backward)

@@ -5,7 +5,7 @@ M (B, N, W) memory, w (B, R, N) weights, a (B, R, W) add vectors, g_w (B, R) wri
 Derivations: docs/derivations.md#write-weights, #erase-and-add, #label-write and
 #usage-and-the-least-used-slot.
 """
-from . import kernels
+from . import kernels, levels
 from .backend import array_namespace
 from .ops import transpose_matmul
 
@@ -15,8 +15,6 @@ def write_weights_forward(g_w, w_r_prev, w_lu_prev):
 
     g_w (B, R), w_r_prev (B, R, N), w_lu_prev (B, R, N)  ->  w_w (B, R, N), cache.
     """
-    if kernels.fused(w_r_prev):
-        return kernels.write_weights_forward(g_w, w_r_prev, w_lu_prev)
     diff = w_r_prev - w_lu_prev                                        # constant w_lu inside
     return w_lu_prev + g_w[:, :, None] * diff, (g_w, diff)
 
@@ -39,12 +37,15 @@ def write_forward(M_prev, w, a, erase=None):
     M_prev (B, N, W), w (B, R, N), a (B, R, W), erase (B, N) or None (no erase: the label write)
     ->  M (B, N, W), cache.
     """
-    keep = None if erase is None else (1.0 - erase)[:, :, None]       # (B, N, 1)
-    if w.shape[1] == 1 and kernels.fused(M_prev):
-        return kernels.write_forward(M_prev, w, a, keep), (w, a, keep)
+    keep = _keep(erase)                                                # (B, N, 1)
     added = transpose_matmul(w, a)                                     # (B, N, W)
     M = added + (M_prev if keep is None else M_prev * keep)
     return M, (w, a, keep)
+
+
+def _keep(erase):
+    """1 - erase as (B, N, 1), or None for no erase."""
+    return None if erase is None else (1.0 - erase)[:, :, None]
 
 
 def write_backward(dM, cache):
@@ -65,13 +66,16 @@ def usage_forward(w_u_prev, gamma, w_a, w_b):
 
     w_u_prev (B, N); w_a, w_b (B, R, N) (read and write weights, in either order).  Not
     differentiated: w_u reaches the loss only through the argmin in least_used, so it carries
-    no gradient.  On CuPy the sum after the head sums is one kernel (kernels.USAGE).
+    no gradient.
     """
-    xp = array_namespace(w_u_prev)
-    w_a, w_b = (w[:, 0, :] if w.shape[1] == 1 else xp.sum(w, axis=1) for w in (w_a, w_b))
-    if kernels.fused(w_u_prev):
-        return kernels.usage_forward(w_u_prev, gamma, w_a, w_b)
+    w_a, w_b = _head_sums(w_a, w_b)
     return gamma * w_u_prev + w_a + w_b
+
+
+def _head_sums(*weights):
+    """Each (B, R, N) weight summed over its R heads  ->  (B, N) each."""
+    xp = array_namespace(weights[0])
+    return tuple(w[:, 0, :] if w.shape[1] == 1 else xp.sum(w, axis=1) for w in weights)
 
 
 def least_used(w_u, n_heads):
@@ -83,3 +87,19 @@ def least_used(w_u, n_heads):
     else:
         idx = xp.argsort(w_u, axis=-1, stable=True)[:, :n_heads]      # (B, R)
     return xp.astype(idx[:, :, None] == xp.arange(w_u.shape[-1]), w_u.dtype)
+
+
+# CuPy's elementwise level (levels.py): the write weights, a one-head write and the usage after
+# its head sums each one kernel (kernels.WRITE_WEIGHTS, WRITE or WRITE_ADD, USAGE).
+def _write_forward_kernel(M_prev, w, a, erase=None):
+    keep = _keep(erase)
+    return kernels.write_forward(M_prev, w, a, keep), (w, a, keep)
+
+
+write_weights_forward = levels.elementwise_form(write_weights_forward,
+                                                kernels.write_weights_forward)
+write_forward = levels.elementwise_form(write_forward, _write_forward_kernel,
+                                        when=lambda M_prev, w, *args, **kwargs: w.shape[1] == 1)
+usage_forward = levels.elementwise_form(
+    usage_forward, lambda w_u_prev, gamma, w_a, w_b: kernels.usage_forward(
+        w_u_prev, gamma, *_head_sums(w_a, w_b)))

@@ -6,16 +6,24 @@
     r[t], mem[t] = memory step (flmn.py or mann.py)
     logits[t] = [h[t]; r[t]] W_out + b_out
 
+Reading one model: start at the end of this file, `step_forward` / `step_backward`, the model
+one time step at a time with every product inside the step (the plain form, tested equal to
+the episode code); then `episode_forward` / `episode_backward`, the same numbers with the
+products hoisted out of the loop; then fused_episode.py, the 'step' level's layout of the same
+loop (levels.py). With one model, lead = () below and every "per model" product is a plain one.
+
 Speed: the parts of z that do not depend on the recurrence (x and the previous label) are one
 matrix product for all T steps before the loop, the output layer is one product after it, and
 every weight gradient is one product after the backward loop. Inside the loop only the
 recurrent products and the memory step remain. Derivation: docs/derivations.md#bptt.
 
-A stack of S independent models (docs/derivations.md#a-stack-of-models): every parameter carries
-the leading model shape `lead`, () for one model or (S,) for a stack, and an episode batch is
-(*lead, B, T, D). Inside the time loop the parameter-free parts (the LSTM cell and the memory
-step) see the prod(lead) B episodes as one batch axis E, model-major; only the products with
-weights are batched per model, (*lead, B, n) @ (*lead, n, m) (per_model_matmul).
+A stack of G independent models (docs/derivations.md#a-stack-of-models; letters:
+docs/model.md#notation): every parameter carries the leading model shape `lead`, () for one
+model or (G,) for a stack, and an episode batch is (*lead, B, T, D). Inside the time loop the
+parameter-free parts (the LSTM cell and the memory step) see the E = prod(lead) B episodes as
+one batch axis, model-major; only the products with weights are batched per model,
+(*lead, B, n) @ (*lead, n, m) (per_model_matmul). Outside it each model's rows are laid out
+time-major, (*lead, T B, n) (ops.rows_of_episodes), one product per model over all T steps.
 
 A memory module (flmn.py, mann.py) provides six functions:
     head_size(cfg), read_size(cfg)               widths of the interface heads and of r[t]
@@ -30,12 +38,13 @@ from typing import NamedTuple, Any
 
 import numpy as np
 
-from . import flmn, fused_episode, kernels, mann, step_kernels
+from . import flmn, fused_episode, levels, mann, step_kernels
 from .addressing import COSINE_EPS_PLACEMENTS
 from .backend import array_namespace
 from .lstm import lstm_cell_forward, lstm_cell_backward
-from .ops import (cross_entropy_backward, cross_entropy_forward, model_major,
-                  per_model_matmul, previous_label_onehot, time_major, transposed)
+from .ops import (cross_entropy_backward, cross_entropy_forward, episodes_of_rows, model_major,
+                  per_model_matmul, previous_label_onehot, rows_of_episodes, time_major,
+                  transposed)
 
 MEMORIES = {"flmn": flmn, "mann": mann}
 DEFAULT_SLOTS = {"flmn": 64, "mann": 128}
@@ -123,7 +132,7 @@ def init_params(cfg, seed, xp, dtype="float32"):
 
 
 def stack_params(params_list):
-    """S models' params  ->  one stack, every array with the leading model axis (S, ...)."""
+    """G models' params  ->  one stack, every array with the leading model axis (G, ...)."""
     xp = array_namespace(params_list[0]["b_out"])
     return {k: xp.stack([p[k] for p in params_list]) for k in params_list[0]}
 
@@ -135,7 +144,7 @@ def model_params(params, s):
 
 
 def model_shape(params):
-    """The leading model shape `lead` of params: () for one model, (S,) for a stack."""
+    """The leading model shape `lead` of params: () for one model, (G,) for a stack."""
     return tuple(params["b_out"].shape[:-1])
 
 
@@ -214,18 +223,18 @@ def episode_forward(params, x, y, cfg):
     """x (*lead, B, T, D) float, y (*lead, B, T) int labels  ->  logits (*lead, B, T, C), cache.
 
     Step t sees x[t] and onehot(y[t-1]) (zeros at the first step)               [FLMN §3].
-    The loop index is the paper's step t minus 1. lead = model_shape(params). On CuPy's 'step'
-    level (kernels.level): fused_episode.episode_forward, the same numbers in 8 launches per
+    The loop index is the paper's step t minus 1. lead = model_shape(params). At the 'step'
+    level (levels.py): fused_episode.episode_forward, the same numbers in 8 launches per
     time step, for one model or a stack alike.
     """
-    if kernels.fused_step(x) and step_kernels.supported(cfg):
+    if levels.step(x) and step_kernels.supported(cfg):
         return fused_episode.episode_forward(params, *_split_W_lstm(params, cfg), x, y, cfg)
     xp = array_namespace(x)
     lead = model_shape(params)
     B, T = x.shape[-3], x.shape[-2]
     W_in, W_rec = _split_W_lstm(params, cfg)
     u = xp.concat([x, previous_label_onehot(y, cfg.n_classes, x.dtype)], axis=-1)
-    u = model_major(xp.reshape(_time_first(u, len(lead)), (T, -1, u.shape[-1])), lead)
+    u = rows_of_episodes(u, lead)                                       # (*lead, T B, D + C)
     z_in = xp.matmul(u, W_in) + params["b_lstm"][..., None, :]        # (*lead, T B, 4H): all T
 
     state = initial_state(cfg, math.prod(lead) * B, xp, x.dtype)
@@ -237,20 +246,7 @@ def episode_forward(params, x, y, cfg):
         rs.append(state.r)
     hr = model_major(xp.concat([xp.stack(hs), xp.stack(rs)], axis=-1), lead)  # (*lead, T B, H + RW)
     logits = xp.matmul(hr, params["W_out"]) + params["b_out"][..., None, :]   # (*lead, T B, C)
-    logits = _batch_first(xp.reshape(logits, (*lead, T, B, cfg.n_classes)), len(lead))
-    return logits, EpisodeCache(u, hr, step_caches, state, params, cfg)
-
-
-def _time_first(a, L):
-    """(*lead, B, T, n) -> (T, *lead, B, n), L = len(lead)."""
-    xp = array_namespace(a)
-    return xp.permute_dims(a, (L + 1, *range(L + 1), L + 2))
-
-
-def _batch_first(a, L):
-    """(*lead, T, B, n) -> (*lead, B, T, n), L = len(lead)."""
-    xp = array_namespace(a)
-    return xp.permute_dims(a, (*range(L), L + 1, L, L + 2))
+    return episodes_of_rows(logits, lead, B), EpisodeCache(u, hr, step_caches, state, params, cfg)
 
 
 def episode_backward(dlogits, cache):
@@ -264,11 +260,9 @@ def episode_backward(dlogits, cache):
     u, hr, step_caches, state_T, params, cfg = cache
     xp = array_namespace(dlogits)
     lead, T, H = model_shape(params), len(step_caches), cfg.hidden
-    L = len(lead)
     _, W_rec = _split_W_lstm(params, cfg)
 
-    dlogits = xp.permute_dims(dlogits, (*range(L), L + 1, L, L + 2))   # (*lead, T, B, C)
-    dlogits = xp.reshape(dlogits, (*lead, -1, cfg.n_classes))          # (*lead, T B, C)
+    dlogits = rows_of_episodes(dlogits, lead)                           # (*lead, T B, C)
     grads = {"W_out": xp.matmul(hr.mT, dlogits), "b_out": xp.sum(dlogits, axis=-2)}
     dh_out = xp.unstack(time_major(xp.matmul(dlogits, params["W_out"][..., :H, :].mT), T))
     dr_out = xp.unstack(time_major(xp.matmul(dlogits, params["W_out"][..., H:, :].mT), T))

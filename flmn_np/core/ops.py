@@ -5,7 +5,7 @@ Derivations: docs/derivations.md#softmax and #cross-entropy.
 """
 import math
 
-from . import kernels
+from . import kernels, levels
 from .backend import array_namespace
 
 
@@ -19,10 +19,7 @@ def interface_forward(heads, n_tanh):
     """The controller's interface activations: tanh on the first n_tanh columns (keys and add
     vectors), the sigmoid on the rest (write gates).
 
-    heads (B, n)  ->  tanh part (B, n_tanh), gates (B, n - n_tanh), cache.
-    On CuPy: one fused kernel (kernels.INTERFACE_FORWARD)."""
-    if kernels.fused(heads):
-        return kernels.interface_forward(heads, n_tanh)
+    heads (B, n)  ->  tanh part (B, n_tanh), gates (B, n - n_tanh), cache."""
     xp = array_namespace(heads)
     tanh_part, gates = xp.tanh(heads[:, :n_tanh]), sigmoid(heads[:, n_tanh:])
     return tanh_part, gates, (tanh_part, gates)
@@ -33,8 +30,6 @@ def interface_backward(d_tanh, d_gates, cache):
 
     Inputs:  d_tanh (B, n_tanh), d_gates (B, n - n_tanh), cache from interface_forward
     Returns: dheads (B, n)"""
-    if kernels.fused(d_tanh):
-        return kernels.interface_backward(d_tanh, d_gates, cache)
     tanh_part, gates = cache
     xp = array_namespace(d_tanh)
     return xp.concat([d_tanh * (1.0 - tanh_part * tanh_part), d_gates * gates * (1.0 - gates)],
@@ -83,6 +78,23 @@ def model_major(a, lead):
     a = xp.reshape(a, (T, *lead, E // math.prod(lead), n))
     a = xp.permute_dims(a, (*range(1, L + 1), 0, L + 1, L + 2))       # (*lead, T, B, n)
     return xp.reshape(a, (*lead, -1, n))
+
+
+def rows_of_episodes(a, lead):
+    """(*lead, B, T, n) episodes  ->  (*lead, T B, n): each model's rows time-major (row t B + b
+    is episode b at step t), for one product per model over all T steps. A copy."""
+    xp = array_namespace(a)
+    L = len(lead)
+    a = xp.permute_dims(a, (*range(L), L + 1, L, L + 2))               # (*lead, T, B, n)
+    return xp.reshape(a, (*lead, -1, a.shape[-1]))
+
+
+def episodes_of_rows(a, lead, B):
+    """(*lead, T B, n)  ->  (*lead, B, T, n): the inverse of rows_of_episodes."""
+    xp = array_namespace(a)
+    L = len(lead)
+    a = xp.reshape(a, (*lead, -1, B, a.shape[-1]))                     # (*lead, T, B, n)
+    return xp.permute_dims(a, (*range(L), L + 1, L, L + 2))
 
 
 def time_major(a, T):
@@ -141,7 +153,7 @@ def softmax_backward(dp, cache):
 def cross_entropy_forward(logits, y):
     """L = -mean_{b,t} log softmax(logits[b,t])[y[b,t]]   logits (..., B, T, C), y (..., B, T) int.
 
-    Returns the loss, one per model (0-d for one model, (S,) for a stack), and cache
+    Returns the loss, one per model (0-d for one model, (G,) for a stack), and cache
     (p, y_onehot)."""
     xp = array_namespace(logits)
     z = logits - xp.max(logits, axis=-1, keepdims=True)
@@ -161,3 +173,9 @@ def cross_entropy_backward(dloss, cache):
     p, y_onehot = cache
     n = p.shape[-3] * p.shape[-2]
     return (p - y_onehot) * (dloss / n)
+
+
+# CuPy's elementwise level (levels.py): the interface activations one kernel, their derivative
+# two (kernels.INTERFACE_FORWARD, TANH_BACKWARD, SIGMOID_BACKWARD).
+interface_forward = levels.elementwise_form(interface_forward, kernels.interface_forward)
+interface_backward = levels.elementwise_form(interface_backward, kernels.interface_backward)

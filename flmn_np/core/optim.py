@@ -3,14 +3,14 @@
 Each optimizer keeps one state array per parameter under the parameter's key, updates
 the params in place, and exposes its state as a flat dict for checkpoints.
 
-A stack of models (models.py): params carry the leading model shape `lead` ((S,) for S models,
+A stack of models (models.py): params carry the leading model shape `lead` ((G,) for G models,
 () for one), and norms, clipping, learning rates and optimizer states are per model. Model s's
-state is an ordinary one-model state (model_state_dict); S of them make a stack's
+state is an ordinary one-model state (model_state_dict); G of them make a stack's
 (stack_state_dicts).
 """
 import math
 
-from . import kernels
+from . import kernels, levels
 from .backend import array_namespace
 
 
@@ -40,7 +40,7 @@ def model_state_dict(state, s):
 
 
 def stack_state_dicts(states):
-    """S one-model optimizer states  ->  the stack's state (arrays stacked on a model axis).
+    """G one-model optimizer states  ->  the stack's state (arrays stacked on a model axis).
     A stack steps all its models together, so their Adam step counts t must agree."""
     if "t" in states[0] and len({int(st["t"]) for st in states}) != 1:
         raise ValueError("models of a stack must have taken the same number of steps, got t = "
@@ -59,8 +59,8 @@ class Adam:
     is a dozen array operations on the whole buffer plus three per parameter (its slice of the
     update, reshaped and subtracted), instead of a dozen per parameter. The params stay separate
     arrays, updated in place. state_dict exposes m and v per key, as views of the buffers.
-    For a stack (lead = (S,)) the buffers are (S, n), and lr may be S numbers, one per model.
-    On CuPy's 'step' level (kernels.level) the params move into a flat buffer too, each
+    For a stack (lead = (G,)) the buffers are (G, n), and lr may be G numbers, one per model.
+    At the 'step' level (levels.py) the params move into a flat buffer too, each
     params[k] becoming a view of it (same values and shape), and a step is one kernel
     (kernels.ADAM) over the three buffers, after one concat of the grads.
     """
@@ -104,7 +104,7 @@ class Adam:
         if not isinstance(lr_t, float):
             lr_t = xp.astype(lr_t, self.m.dtype)
         g = self._flat(grads)
-        if kernels.fused_step(self.m):
+        if levels.step(self.m):
             kernels.adam_update(self._flat_params(params), self.m, self.v, g, lr_t, self.beta1,
                                 self.beta2, self.eps)
             return

@@ -14,7 +14,7 @@ needs no cooperation (no shared memory, no __syncthreads), so the CPU check runs
 source as a plain loop over the thread index (tests/kernel_harness.py), where block-level
 cooperation would need an emulation of its own. The price: each thread's work is serial, a few
 passes over its N W values per step (docs/performance.md estimates it). Every leading axis of
-the arrays counts as more episodes (E rows), so S stacked models are S B episodes.
+the arrays counts as more episodes (E rows), so G stacked models are G B episodes.
 Checked against the xp code on the CPU (tests/test_step_kernels.py): float64 within 1e-12 and
 float32 within 2e-6 of each output's largest entry.
 
@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
+from . import levels
 from .kernels import PREAMBLE
 
 MAX_HEADS = 8     # MANN heads per kernel call (per-thread arrays); more take the elementwise level
@@ -50,42 +51,141 @@ class RawSpec(NamedTuple):
 HELPERS = """
 #define MAX_HEADS %d
 
+// The same loops run in one GPU thread per episode and, built for the CPU (cpu_kernels.py), in
+// one core's thread per episode, where a C++ compiler vectorizes them: the hot loops (over a
+// slot's W values, over the N slots) are unit-stride, reach memory through a helper's
+// __restrict__ pointers (which never overlap) and carry nothing from one iteration to the next
+// but their sums. The formulas are the xp code's; the order of some sums is the loops' own
+// (add_rows takes four rows at a time, MANN's slot gradient is formed head by head), and a CPU
+// build that may reassociate (cpu_kernels.REASSOCIATE_FLAGS) regroups the sums over W and N.
+
 // a . b over W values
 template <typename T>
-__device__ T row_dot(const T* a, const T* b, int W) {
+__device__ T row_dot(const T* __restrict__ a, const T* __restrict__ b, int W) {
   T s = 0;
   for (int v = 0; v < W; ++v) s += a[v] * b[v];
   return s;
 }
 
-// [FLMN eq 1] for one key and one slot (addressing.cosine_forward): kk = |k|^2 and
-// MM = |M_i|^2, each plus eps_inside; P = |k| |M_i|; den = P + eps_product; K = k . M_i / den.
-// One of the two epsilons is 0 ('product' or 'inside').
+// (a + b) . c over W values: the gradient dr = dr_next + dr_out summed on the way
+template <typename T>
+__device__ T row_dot_sum(const T* __restrict__ a, const T* __restrict__ b,
+                         const T* __restrict__ c, int W) {
+  T s = 0;
+  for (int v = 0; v < W; ++v) s += (a[v] + b[v]) * c[v];
+  return s;
+}
+
+// y = tanh(x + b) over n values (ops.interface_forward's tanh part, the bias added)
+template <typename T>
+__device__ void tanh_sum(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y,
+                         int n) {
+  for (int c = 0; c < n; ++c) y[c] = tanh(x[c] + b[c]);
+}
+
+// [FLMN eq 6] w_w = w_lu_prev + g_w (w_r_prev - w_lu_prev) over N slots (memory.write_weights)
+template <typename T>
+__device__ void write_weights(T g_w, const T* __restrict__ w_r_prev,
+                              const T* __restrict__ w_lu_prev, T* __restrict__ w_w, int N) {
+  for (int i = 0; i < N; ++i) w_w[i] = w_lu_prev[i] + g_w * (w_r_prev[i] - w_lu_prev[i]);
+}
+
+// [FLMN eq 7-8] one slot's write with erase: M_i = w a + M_prev_i keep, keep = 1 - erase_i
+template <typename T>
+__device__ void write_row(T w, const T* __restrict__ a, const T* __restrict__ M_prev_i, T keep,
+                          T* __restrict__ M_i, int W) {
+  for (int v = 0; v < W; ++v) M_i[v] = w * a[v] + M_prev_i[v] * keep;
+}
+
+// [FLMN eq 9-10] one slot's write without erase (the label write): M_i = w a + M_prev_i
+template <typename T>
+__device__ void add_row(T w, const T* __restrict__ a, const T* __restrict__ M_prev_i,
+                        T* __restrict__ M_i, int W) {
+  for (int v = 0; v < W; ++v) M_i[v] = w * a[v] + M_prev_i[v];
+}
+
+// y += sum_i w[i * ws] x_i over the n rows x_i of x (n x W): y += w x, four rows at a time, so
+// that the sums in y wait on memory a quarter as often (on a CPU, a store and a load per pass)
+template <typename T>
+__device__ void add_rows(const T* __restrict__ w, int ws, const T* __restrict__ x, int n, int W,
+                         T* __restrict__ y) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const T w0 = w[i * ws], w1 = w[(i + 1) * ws], w2 = w[(i + 2) * ws], w3 = w[(i + 3) * ws];
+    const T *x0 = x + i * W, *x1 = x0 + W, *x2 = x1 + W, *x3 = x2 + W;
+    for (int v = 0; v < W; ++v) y[v] += (w0 * x0[v] + w1 * x1[v]) + (w2 * x2[v] + w3 * x3[v]);
+  }
+  for (; i < n; ++i)
+    for (int v = 0; v < W; ++v) y[v] += w[i * ws] * x[i * W + v];
+}
+
+// [FLMN eq 3] r = w M: r[v] = sum_i w_i M[i][v]
+template <typename T>
+__device__ void read_memory(const T* __restrict__ w, const T* __restrict__ M, int N, int W,
+                            T* __restrict__ r) {
+  for (int v = 0; v < W; ++v) r[v] = 0;
+  add_rows(w, 1, M, N, W, r);
+}
+
+// [FLMN eq 1] for one key and one slot (addressing.cosine_forward) from kM = k . M_i, kk = |k|^2
+// and MM = |M_i|^2, each norm plus eps_inside; P = |k| |M_i|; den = P + eps_product;
+// K = kM / den. One of the two epsilons is 0 ('product' or 'inside').
 template <typename T>
 struct Cosine { T P, denom, K; };
 
 template <typename T>
-__device__ Cosine<T> cosine(const T* k, T kk, const T* M_i, T MM, int W, T eps_product) {
+__device__ Cosine<T> cosine(T kM, T kk, T MM, T eps_product) {
   Cosine<T> c;
   c.P = sqrt(kk * MM);
   c.denom = c.P + eps_product;
-  c.K = row_dot(k, M_i, W) / c.denom;
+  c.K = kM / c.denom;
   return c;
 }
 
-// [FLMN eq 2] w = softmax_i K_i over the N slots of memory M (N x W) for key k: no max
-// subtracted, |K| <= 1 (ops.softmax_bounded_forward).
+// x = exp(x) over 8 values: one function, so that every exp of exp_rows runs the same code
+#if !defined(__CUDACC__) && !defined(__noinline__)
+#define __noinline__ __attribute__((noinline))   // CUDA's qualifier, for a plain C++ compiler
+#endif
 template <typename T>
-__device__ void address(const T* k, const T* M, int N, int W, T eps_product, T eps_inside,
-                        T* w) {
-  const T kk = row_dot(k, k, W) + eps_inside;
-  T sum_e = 0;
-  for (int i = 0; i < N; ++i) {
-    const T MM = row_dot(M + i * W, M + i * W, W) + eps_inside;
-    w[i] = exp(cosine(k, kk, M + i * W, MM, W, eps_product).K);
-    sum_e += w[i];
+__noinline__ __device__ void exp_8(T* __restrict__ x) {
+  for (int u = 0; u < 8; ++u) x[u] = exp(x[u]);
+}
+
+// x = exp(x) over n values, 8 at a time, the last ones padded into a block of 8: every value
+// takes the same code path. On a CPU exp_8 vectorizes (glibc's vector exp) where the tail of a
+// plain loop would take the scalar exp, whose last bit differs; equal K (the empty slots') must
+// give equal weights, for least_used breaks their tie by index as the xp code does.
+template <typename T>
+__device__ void exp_rows(T* x, int n) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) exp_8(x + i);
+  if (i < n) {
+    T block[8];
+    for (int u = 0; u < 8; ++u) block[u] = i + u < n ? x[i + u] : (T)0;
+    exp_8(block);
+    for (int u = 0; i + u < n; ++u) x[i + u] = block[u];
   }
-  for (int i = 0; i < N; ++i) w[i] = w[i] / sum_e;
+}
+
+// [FLMN eq 2] w^j = softmax_i K^j_i over the N slots of memory M (N x W) for each of the R keys
+// k^j (rows of k, R x W): no max subtracted, |K| <= 1 (ops.softmax_bounded_forward). The
+// products first (MM: N values of scratch, the caller's w_u, written after; w holds k^j . M_i),
+// then the cosines, exps and sums as loops over the slots of their own.
+template <typename T>
+__device__ void address(const T* __restrict__ k, const T* __restrict__ M, int N, int W, int R,
+                        T eps_product, T eps_inside, T* __restrict__ MM, T* __restrict__ w) {
+  for (int i = 0; i < N; ++i) {
+    MM[i] = row_dot(M + i * W, M + i * W, W) + eps_inside;
+    for (int j = 0; j < R; ++j) w[j * N + i] = row_dot(k + j * W, M + i * W, W);
+  }
+  for (int j = 0; j < R; ++j) {
+    const T kk = row_dot(k + j * W, k + j * W, W) + eps_inside;
+    for (int i = 0; i < N; ++i) w[j * N + i] = cosine(w[j * N + i], kk, MM[i], eps_product).K;
+    exp_rows(w + j * N, N);
+    T sum_e = 0;
+    for (int i = 0; i < N; ++i) sum_e += w[j * N + i];
+    for (int i = 0; i < N; ++i) w[j * N + i] = w[j * N + i] / sum_e;
+  }
 }
 
 // [FLMN eq 5] one-hots w_lu (R x N) of the R least-used slots of w_u, ascending usage, ties to
@@ -104,7 +204,79 @@ __device__ void least_used(const T* w_u, int N, int R, T* w_lu) {
     prev = best;
   }
 }
+
+// The backward of one FLMN slot i over its W values (flmn_step_backward, step 2; the names are
+// the kernel's, _i: row i): the addressing's and the two writes' gradients. Adds into dk, da_f,
+// da_l; returns dw_wf_i = a_f . dM_f[t]_i and dw_wf_prev_i = a_l . dM_l[t]_i.
+template <typename T>
+__device__ void flmn_slot_backward(
+    T dK_scaled, T E_MM, T keep, T w_r_i, T w_wf_i, T w_wf_prev_i,
+    const T* __restrict__ k, const T* __restrict__ a_f, const T* __restrict__ a_l,
+    const T* __restrict__ M_f_i, const T* __restrict__ dM_f_i, const T* __restrict__ dM_l_i,
+    const T* __restrict__ dr_next, const T* __restrict__ dr_out,
+    T* __restrict__ dk, T* __restrict__ da_f, T* __restrict__ da_l,
+    T* __restrict__ dM_f_prev_i, T* __restrict__ dM_l_prev_i, int W,
+    T& dw_wf_i, T& dw_wf_prev_i) {
+  T sum_f = 0, sum_l = 0;
+  for (int v = 0; v < W; ++v) {
+    dk[v] += dK_scaled * M_f_i[v];
+    // dM_f[t]: the addressing's, plus step t+1's feature write
+    const T dM_f_t = (dK_scaled * k[v] - E_MM * M_f_i[v]) + dM_f_i[v];
+    dM_f_prev_i[v] = dM_f_t * keep;
+    sum_f += a_f[v] * dM_f_t;
+    da_f[v] += w_wf_i * dM_f_t;
+    // dM_l[t]: the read's, plus step t+1's label write
+    const T dM_l_t = w_r_i * (dr_next[v] + dr_out[v]) + dM_l_i[v];
+    dM_l_prev_i[v] = dM_l_t;
+    sum_l += a_l[v] * dM_l_t;
+    da_l[v] += w_wf_prev_i * dM_l_t;
+  }
+  dw_wf_i = sum_f;
+  dw_wf_prev_i = sum_l;
+}
 """ % MAX_HEADS
+
+HELPERS += """
+// MANN's write of slot i for R heads: M_i = sum_j w_w^j_i a^j + M_prev_i keep (w_w_i: head
+// j's weight at w_w_i[j * N]); one pass for one head, else M_prev_i keep and the heads added.
+template <typename T>
+__device__ void mann_write_row(const T* w_w_i, int N, const T* a, int R,
+                               const T* __restrict__ M_prev_i, T keep, T* __restrict__ M_i,
+                               int W) {
+  if (R == 1) {
+    write_row(w_w_i[0], a, M_prev_i, keep, M_i, W);
+    return;
+  }
+  for (int v = 0; v < W; ++v) M_i[v] = M_prev_i[v] * keep;
+  add_rows(w_w_i, N, a, R, W, M_i);
+}
+
+// One head's part of MANN's slot backward (mann_step_backward, step 2, the names are the
+// kernel's): dM_t += dK^j k^j + w_r^j_i dr^j, the addressing's and the read's gradient of slot
+// i; dk^j += dK^j M_i.
+template <typename T>
+__device__ void mann_head_backward(T dK_scaled, T w_r_i, const T* __restrict__ k,
+                                   const T* __restrict__ dr_next, const T* __restrict__ dr_out,
+                                   const T* __restrict__ M_i, T* __restrict__ dM_t,
+                                   T* __restrict__ dk, int W) {
+  for (int v = 0; v < W; ++v) {
+    dM_t[v] += dK_scaled * k[v] + w_r_i * (dr_next[v] + dr_out[v]);
+    dk[v] += dK_scaled * M_i[v];
+  }
+}
+
+// One head's write backward for slot i: da^j += w_w^j_i dM_t; returns dw_w^j_i = a^j . dM_t.
+template <typename T>
+__device__ T mann_head_write_backward(T w_w_i, const T* __restrict__ a,
+                                      const T* __restrict__ dM_t, T* __restrict__ da, int W) {
+  T dw = 0;
+  for (int v = 0; v < W; ++v) {
+    dw += a[v] * dM_t[v];
+    da[v] += w_w_i * dM_t[v];
+  }
+  return dw;
+}
+"""
 
 # flmn.memory_step_forward [FLMN eq 1-10]. heads (E, 3W+1) = h W_head, laid out
 # [k | a_f | a_l | alpha]; b_head has one row per bias_every episodes; memories (E, N, W),
@@ -125,25 +297,18 @@ FLMN_FORWARD = RawSpec("flmn_step_forward", """
   w_r += e * N;  w_wf += e * N;  w_u += e * N;  w_lu += e * N;
 
   // k, a_f, a_l = tanh(heads + b_head);  g_w = sigma(alpha)        (ops.interface_forward)
-  for (int c = 0; c < 3 * W; ++c) act[c] = tanh(heads[c] + b_head[c]);
+  tanh_sum(heads, b_head, act, 3 * W);
   act[3 * W] = sigma(heads[3 * W] + b_head[3 * W]);
   const T *k = act, *a_f = act + W, *a_l = act + 2 * W;
   const T g_w = act[3 * W];
 
+  write_weights(g_w, w_r_prev, w_lu_prev, w_wf, N);                      // [eq 6]
   for (int i = 0; i < N; ++i) {
-    w_wf[i] = w_lu_prev[i] + g_w * (w_r_prev[i] - w_lu_prev[i]);          // [eq 6]
-    const T keep = (T)1 - w_lu_prev[i];
-    for (int v = 0; v < W; ++v) {
-      M_f[i * W + v] = w_wf[i] * a_f[v] + M_f_prev[i * W + v] * keep;     // [eq 7-8]
-      M_l[i * W + v] = w_wf_prev[i] * a_l[v] + M_l_prev[i * W + v];       // [eq 9-10]
-    }
+    write_row(w_wf[i], a_f, M_f_prev + i * W, (T)1 - w_lu_prev[i], M_f + i * W, W);  // [eq 7-8]
+    add_row(w_wf_prev[i], a_l, M_l_prev + i * W, M_l + i * W, W);        // [eq 9-10]
   }
-  address(k, M_f, N, W, eps_product, eps_inside, w_r);                   // [eq 1-2]
-  for (int v = 0; v < W; ++v) {                                          // [eq 3]
-    T r_v = 0;
-    for (int i = 0; i < N; ++i) r_v += w_r[i] * M_l[i * W + v];
-    r[v] = r_v;
-  }
+  address(k, M_f, N, W, 1, eps_product, eps_inside, w_u, w_r);           // [eq 1-2]
+  read_memory(w_r, M_l, N, W, r);                                        // [eq 3]
   for (int i = 0; i < N; ++i) w_u[i] = gamma * w_u_prev[i] + w_wf[i] + w_r[i];   // [eq 4]
   least_used(w_u, N, 1, w_lu);                                           // [eq 5]
 """)
@@ -176,9 +341,7 @@ FLMN_BACKWARD = RawSpec("flmn_step_backward", """
   //    s = sum_i dw_r w_r. dw_r waits in dw_r_prev until step 2 overwrites it.
   T s = 0;
   for (int i = 0; i < N; ++i) {
-    T dw_i = 0;
-    for (int v = 0; v < W; ++v) dw_i += (dr_next[v] + dr_out[v]) * M_l[i * W + v];
-    dw_r_prev[i] = dw_i + dw_r[i];
+    dw_r_prev[i] = row_dot_sum(dr_next, dr_out, M_l + i * W, W) + dw_r[i];
     s += dw_r_prev[i] * w_r[i];
   }
   // 2. slot by slot: softmax and cosine backward, the feature write, the write weights and
@@ -188,25 +351,15 @@ FLMN_BACKWARD = RawSpec("flmn_step_backward", """
   for (int i = 0; i < N; ++i) {
     const T* M_f_i = M_f + i * W;
     const T MM = row_dot(M_f_i, M_f_i, W) + eps_inside;
-    const Cosine<T> c = cosine(k, kk, M_f_i, MM, W, eps_product);
+    const Cosine<T> c = cosine(row_dot(k, M_f_i, W), kk, MM, eps_product);
     const T dK_scaled = w_r[i] * (dw_r_prev[i] - s) / c.denom;   // softmax backward, / den
     const T E_i = dK_scaled * c.K * c.P;
     sum_E += E_i;
-    const T keep = (T)1 - w_lu_prev[i];
-    T dw_wf_i = 0, dw_wf_prev_i = 0;
-    for (int v = 0; v < W; ++v) {
-      dk[v] += dK_scaled * M_f_i[v];
-      // dM_f[t]: the addressing's, plus step t+1's feature write
-      const T dM_f_t = (dK_scaled * k[v] - E_i / (MM + tiny) * M_f_i[v]) + dM_f[i * W + v];
-      dM_f_prev[i * W + v] = dM_f_t * keep;
-      dw_wf_i += a_f[v] * dM_f_t;
-      da_f[v] += w_wf[i] * dM_f_t;
-      // dM_l[t]: the read's, plus step t+1's label write
-      const T dM_l_t = w_r[i] * (dr_next[v] + dr_out[v]) + dM_l[i * W + v];
-      dM_l_prev[i * W + v] = dM_l_t;
-      dw_wf_prev_i += a_l[v] * dM_l_t;
-      da_l[v] += w_wf_prev[i] * dM_l_t;
-    }
+    T dw_wf_i, dw_wf_prev_i;
+    flmn_slot_backward(dK_scaled, E_i / (MM + tiny), (T)1 - w_lu_prev[i], w_r[i], w_wf[i],
+                       w_wf_prev[i], k, a_f, a_l, M_f_i, dM_f + i * W, dM_l + i * W, dr_next,
+                       dr_out, dk, da_f, da_l, dM_f_prev + i * W, dM_l_prev + i * W, W,
+                       dw_wf_i, dw_wf_prev_i);
     dw_wf_prev[i] = dw_wf_prev_i;
     // write weights: w_wf[t] also feeds step t+1's label write
     const T dw_w = dw_wf_i + dw_wf[i];
@@ -235,32 +388,19 @@ MANN_FORWARD = RawSpec("mann_step_forward", """
   w_r_prev += e * RN;  w_lu_prev += e * RN;  w_r += e * RN;  w_w += e * RN;  w_lu += e * RN;
 
   // k^j, a^j = tanh(heads + b_head);  g_w^j = sigma(alpha^j)     (ops.interface_forward)
-  for (int c = 0; c < n_vec; ++c) act[c] = tanh(heads[c] + b_head[c]);
+  tanh_sum(heads, b_head, act, n_vec);
   for (int j = 0; j < R; ++j) act[n_vec + j] = sigma(heads[n_vec + j] + b_head[n_vec + j]);
   const T *k = act, *a = key_is_add ? act : act + R * W, *g_w = act + n_vec;
 
   // w_w^j = lu^j + g_w^j (w_r^j - lu^j)
   for (int j = 0; j < R; ++j)
-    for (int i = 0; i < N; ++i)
-      w_w[j * N + i] = w_lu_prev[j * N + i] + g_w[j] * (w_r_prev[j * N + i] - w_lu_prev[j * N + i]);
+    write_weights(g_w[j], w_r_prev + j * N, w_lu_prev + j * N, w_w + j * N, N);
   // M = M_prev (1 - lu^1) + sum_j w_w^j a^j: only the first least-used slot is erased
-  for (int i = 0; i < N; ++i) {
-    const T keep = (T)1 - w_lu_prev[i];
-    for (int v = 0; v < W; ++v) {
-      T added = 0;
-      for (int j = 0; j < R; ++j) added += w_w[j * N + i] * a[j * W + v];
-      M[i * W + v] = added + M_prev[i * W + v] * keep;
-    }
-  }
+  for (int i = 0; i < N; ++i)
+    mann_write_row(w_w + i, N, a, R, M_prev + i * W, (T)1 - w_lu_prev[i], M + i * W, W);
   // w_r^j = softmax_i cos(k^j, M[i]);  r^j = w_r^j M
-  for (int j = 0; j < R; ++j) {
-    address(k + j * W, M, N, W, eps_product, eps_inside, w_r + j * N);
-    for (int v = 0; v < W; ++v) {
-      T r_v = 0;
-      for (int i = 0; i < N; ++i) r_v += w_r[j * N + i] * M[i * W + v];
-      r[j * W + v] = r_v;
-    }
-  }
+  address(k, M, N, W, R, eps_product, eps_inside, w_u, w_r);
+  for (int j = 0; j < R; ++j) read_memory(w_r + j * N, M, N, W, r + j * W);
   // w_u = gamma w_u_prev + sum_j w_r^j + sum_j w_w^j;  lu = the R least used
   for (int i = 0; i < N; ++i) {
     T sum_r = 0, sum_w = 0;
@@ -300,45 +440,38 @@ MANN_BACKWARD = RawSpec("mann_step_backward", """
     kk[j] = row_dot(k + j * W, k + j * W, W) + eps_inside;
     s[j] = sum_E[j] = dg_w[j] = 0;
     for (int i = 0; i < N; ++i) {
-      T dw_i = 0;
-      for (int v = 0; v < W; ++v) dw_i += (dr_next[j * W + v] + dr_out[j * W + v]) * M[i * W + v];
-      dw_r_prev[j * N + i] = dw_i + dw_r[j * N + i];
+      dw_r_prev[j * N + i] = row_dot_sum(dr_next + j * W, dr_out + j * W, M + i * W, W)
+                             + dw_r[j * N + i];
       s[j] += dw_r_prev[j * N + i] * w_r[j * N + i];
     }
   }
-  // 2. slot by slot: softmax and cosine backward of every head, then M[t]'s total gradient
-  //    (read + addressing + step t+1's write) and the write and write-weight backward.
+  // 2. slot by slot: softmax and cosine backward of every head, then M[t]'s total gradient dM_t
+  //    (addressing + read + step t+1's write; formed head by head in dM_prev's row, which
+  //    receives dM_t keep at the end) and the write and write-weight backward.
   for (int i = 0; i < N; ++i) {
     const T* M_i = M + i * W;
+    T* dM_t = dM_prev + i * W;
     const T MM = row_dot(M_i, M_i, W) + eps_inside;
-    T dK_scaled[MAX_HEADS], dw_w[MAX_HEADS], sum_E_i = 0;
+    T dK_scaled[MAX_HEADS], sum_E_i = 0;
     for (int j = 0; j < R; ++j) {
-      const Cosine<T> c = cosine(k + j * W, kk[j], M_i, MM, W, eps_product);
+      const Cosine<T> c = cosine(row_dot(k + j * W, M_i, W), kk[j], MM, eps_product);
       dK_scaled[j] = w_r[j * N + i] * (dw_r_prev[j * N + i] - s[j]) / c.denom;
       const T E_ji = dK_scaled[j] * c.K * c.P;
       sum_E[j] += E_ji;
       sum_E_i += E_ji;
-      dw_w[j] = 0;
+    }
+    const T E_MM = sum_E_i / (MM + tiny);
+    for (int v = 0; v < W; ++v) dM_t[v] = dM[i * W + v] - E_MM * M_i[v];
+    for (int j = 0; j < R; ++j)
+      mann_head_backward(dK_scaled[j], w_r[j * N + i], k + j * W, dr_next + j * W,
+                         dr_out + j * W, M_i, dM_t, dk + j * W, W);
+    for (int j = 0; j < R; ++j) {
+      const T dw_w = mann_head_write_backward(w_w[j * N + i], a + j * W, dM_t, da + j * W, W);
+      dg_w[j] += dw_w * (w_r_prev[j * N + i] - w_lu_prev[j * N + i]);
+      dw_r_prev[j * N + i] = g_w[j] * dw_w;
     }
     const T keep = (T)1 - w_lu_prev[i];
-    for (int v = 0; v < W; ++v) {
-      T dM_read = 0, dM_addr = 0;
-      for (int j = 0; j < R; ++j) {
-        dM_read += w_r[j * N + i] * (dr_next[j * W + v] + dr_out[j * W + v]);
-        dM_addr += dK_scaled[j] * k[j * W + v];
-        dk[j * W + v] += dK_scaled[j] * M_i[v];
-      }
-      const T dM_t = (dM_read + (dM_addr - sum_E_i / (MM + tiny) * M_i[v])) + dM[i * W + v];
-      dM_prev[i * W + v] = dM_t * keep;
-      for (int j = 0; j < R; ++j) {
-        dw_w[j] += a[j * W + v] * dM_t;
-        da[j * W + v] += w_w[j * N + i] * dM_t;
-      }
-    }
-    for (int j = 0; j < R; ++j) {
-      dg_w[j] += dw_w[j] * (w_r_prev[j * N + i] - w_lu_prev[j * N + i]);
-      dw_r_prev[j * N + i] = g_w[j] * dw_w[j];
-    }
+    for (int v = 0; v < W; ++v) dM_t[v] = dM_t[v] * keep;
   }
   for (int j = 0; j < R; ++j)
     for (int v = 0; v < W; ++v)
@@ -399,12 +532,38 @@ class _CupyLaunch:
         self.function((blocks,), (THREADS_PER_BLOCK,), tuple(values))
 
 
-def build_all(cfgs, xp, launch=None):
-    """Compile SOURCE and run every kernel (both float types) once now, on tiny inputs of each
-    of `cfgs` (FLMN and MANN, ModelConfigs), through the wrappers below, as kernels.build_all
-    does for the elementwise kernels: a missing NVRTC, a source that does not build or a launch
-    that fails shows at startup (backend.get_xp), not at the first step. launch: the launcher
-    (default launch_cupy); returns the (spec name, dtype) pairs launched."""
+class _TinyConfig(NamedTuple):
+    """The fields of models.ModelConfig the wrappers below read (build_all's tiny models)."""
+    model: str
+    reads: int
+    mann_add: str = "separate"
+    n_slots: int = 3
+    width: int = 2
+    gamma: float = 0.95
+    cosine_eps: str = "product"
+
+
+# FLMN and MANN R = 2, its add vector separate and the key: every kernel of SOURCE
+STARTUP_CONFIGS = (_TinyConfig("flmn", 1), _TinyConfig("mann", 2), _TinyConfig("mann", 2, "key"))
+_FLMN_MEMORY = NamedTuple("FLMNMemory", [(f, object) for f in
+                                         ("M_f", "M_l", "w_r", "w_wf", "w_u", "w_lu")])
+_MANN_MEMORY = NamedTuple("MANNMemory", [(f, object) for f in ("M", "w_r", "w_w", "w_u", "w_lu")])
+
+
+def _zero_memory(cfg, E, xp, dtype):
+    """A memory of zeros of cfg's shapes (flmn.initial_memory's, mann.initial_memory's)."""
+    N, W, R = cfg.n_slots, cfg.width, cfg.reads
+    memory = _FLMN_MEMORY if cfg.model == "flmn" else _MANN_MEMORY
+    return memory(*(xp.zeros((E, N, W) if f.startswith("M") else (E, N) if f == "w_u"
+                             else (E, R, N), dtype=dtype) for f in memory._fields))
+
+
+def build_all(xp, launch=None):
+    """Compile SOURCE and run every kernel (both float types) once now, on tiny zero inputs
+    (STARTUP_CONFIGS), through the wrappers below, as kernels.build_all does for the
+    elementwise kernels: a missing NVRTC, a source that does not build or a launch that fails
+    shows at startup (backend.get_xp), not at the first step. launch: the launcher (default
+    launch_cupy); returns the (spec name, dtype) pairs launched."""
     launched = []
     launch = launch or launch_cupy
 
@@ -412,15 +571,16 @@ def build_all(cfgs, xp, launch=None):
         launched.append((spec.name, next(a.dtype for a in args if hasattr(a, "dtype")).name))
         launch(spec, n_threads, args)
 
-    for cfg in cfgs:
-        head, E = cfg.memory.head_size(cfg), 2
+    for cfg in STARTUP_CONFIGS:
+        W, R, E = cfg.width, cfg.reads, 2
+        head = 3 * W + 1 if cfg.model == "flmn" else (1 if cfg.mann_add == "key" else 2) * R * W + R
         for dtype in CTYPES:
             heads, b_head = xp.zeros((E, head), dtype=dtype), xp.zeros((head,), dtype=dtype)
-            mem = cfg.memory.initial_memory(cfg, E, xp, dtype)
+            mem = _zero_memory(cfg, E, xp, dtype)
             r, _, cache = STEP_FORWARD[cfg.model](heads, b_head, mem, cfg, 1e-8, launch=recording)
             rows = xp.zeros(r.shape, dtype=dtype)
-            STEP_BACKWARD[cfg.model](rows, rows, cfg.memory.zero_dmemory(mem), cache, cfg, 1e-8,
-                                     launch=recording)
+            STEP_BACKWARD[cfg.model](rows, rows, _zero_memory(cfg, E, xp, dtype), cache, cfg,
+                                     1e-8, launch=recording)
     return launched
 
 
@@ -435,6 +595,12 @@ def launch_cupy(spec, n_threads, args):
     spec.params (arrays, ints, numbers); outputs are written in place."""
     dtype = next(a.dtype for a in args if hasattr(a, "dtype"))
     cupy_function(spec, dtype)(n_threads, args)
+
+
+def launcher(x, launch=None):
+    """`launch` if given, else the raw launcher of array x's level (levels.Level.launch_raw),
+    else launch_cupy."""
+    return launch or levels.of(x).launch_raw or launch_cupy
 
 
 def _episodes(x, n_trailing):
@@ -457,15 +623,16 @@ def _rows(x, buffer, width):
     return buffer, buffer.shape[-1]
 
 
-def flmn_step_forward(heads, b_head, mem_prev, cfg, eps, rh=None, launch=launch_cupy):
+def flmn_step_forward(heads, b_head, mem_prev, cfg, eps, rh=None, launch=None):
     """flmn.memory_step_forward with the bias added inside, in one kernel  [FLMN eq 1-10].
 
     heads (..., 3W+1) = h W_head without b_head; b_head (3W+1,) (or one row per model, stacked
-    (S, 3W+1) for heads (S, B, 3W+1)); mem_prev: FLMNMemory; eps: the cosine's epsilon
+    (G, 3W+1) for heads (G, B, 3W+1)); mem_prev: FLMNMemory; eps: the cosine's epsilon
     (addressing.COSINE_EPS), placed by cfg.cosine_eps; rh None, or a (..., ld) buffer whose
     first W columns receive r (the recurrent [r | h] row).
     ->  r (..., W) (a view of rh), mem: FLMNMemory, cache (act, mem, mem_prev).
     """
+    launch = launcher(heads, launch)
     xp = array_namespace(heads)
     E, N, W = _episodes(heads, 1), cfg.n_slots, cfg.width
     rh, ld_r = _rows(heads, rh, W)
@@ -483,7 +650,7 @@ def flmn_step_forward(heads, b_head, mem_prev, cfg, eps, rh=None, launch=launch_
 
 
 def flmn_step_backward(drh_next, drh_out, dmem, cache, cfg, eps, dheads=None,
-                       launch=launch_cupy):
+                       launch=None):
     """flmn.memory_step_backward with dr = drh_next + drh_out summed inside, in one kernel.
 
     drh_next, drh_out (..., ld): rows whose first W columns are the gradients reaching r[t] from
@@ -491,6 +658,7 @@ def flmn_step_backward(drh_next, drh_out, dmem, cache, cfg, eps, dheads=None,
     w_lu None); cache from flmn_step_forward; dheads None or a (..., 3W+1) buffer to fill.
     ->  dheads (..., 3W+1), the gradient of heads (and of b_head's row), dmem_prev: FLMNMemory.
     """
+    launch = launcher(drh_next, launch)
     act, mem, mem_prev = cache
     xp = array_namespace(act)
     E, N, W = _episodes(act, 1), cfg.n_slots, cfg.width
@@ -513,14 +681,15 @@ def _tiny(x):
     return float(array_namespace(x).finfo(x.dtype).smallest_normal)
 
 
-def mann_step_forward(heads, b_head, mem_prev, cfg, eps, rh=None, launch=launch_cupy):
+def mann_step_forward(heads, b_head, mem_prev, cfg, eps, rh=None, launch=None):
     """mann.memory_step_forward with the bias added inside, in one kernel (R <= MAX_HEADS).
 
-    heads (..., head_size) = h W_head without b_head; b_head (head_size,) (or (S, head_size));
+    heads (..., head_size) = h W_head without b_head; b_head (head_size,) (or (G, head_size));
     mem_prev: MANNMemory; eps as for flmn_step_forward; rh None or a (..., ld) buffer whose
     first R W columns receive r.
     ->  r (..., R W) (a view of rh), mem: MANNMemory, cache (act, mem, mem_prev).
     """
+    launch = launcher(heads, launch)
     xp = array_namespace(heads)
     E, N, W, R = _episodes(heads, 1), cfg.n_slots, cfg.width, cfg.reads
     rh, ld_r = _rows(heads, rh, R * W)
@@ -538,13 +707,14 @@ def mann_step_forward(heads, b_head, mem_prev, cfg, eps, rh=None, launch=launch_
 
 
 def mann_step_backward(drh_next, drh_out, dmem, cache, cfg, eps, dheads=None,
-                       launch=launch_cupy):
+                       launch=None):
     """mann.memory_step_backward with dr = drh_next + drh_out summed inside, in one kernel.
 
     drh_next, drh_out (..., ld): rows whose first R W columns reach r[t] (step t+1, output
     layer); dmem: MANNMemory from step t+1 (M, w_r); cache from mann_step_forward.
     ->  dheads (..., head_size), dmem_prev: MANNMemory (w_w, w_u, w_lu None).
     """
+    launch = launcher(drh_next, launch)
     act, mem, mem_prev = cache
     xp = array_namespace(act)
     E, N, W, R = _episodes(act, 1), cfg.n_slots, cfg.width, cfg.reads
