@@ -6,6 +6,7 @@ missing where, when the data is not there.
 """
 import pytest
 
+from flmn_np.core import levels
 from flmn_np.core.backend import cupy_status
 from flmn_np.data.files import KNOWN_FILES, MNIST_FILES, resolve_data_dir
 from flmn_np.data.omniglot import omniglot_files
@@ -56,3 +57,11 @@ def backend_params():
 def backend(request):
     """Each usable backend name in turn."""
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def plain_levels_after_each_test():
+    """A command run in-process holds its level for the process (core/cpu_level.start_level):
+    every test starts from the defaults, whatever the one before it ran."""
+    yield
+    levels.reset()

@@ -561,6 +561,11 @@ def _compile(compiler, build_flags, source, path):
 def _load(path, key):
     """ctypes.CDLL of a built library, checked to be the one for `key` and to read arrays
     right."""
+    # Idle OpenMP threads sleep rather than spin (unless the user says otherwise): a spinning
+    # thread takes the core a multi-threaded BLAS product needs (measured at B = 16 on two
+    # cores: ~850 ms per training step spinning against ~50 ms passive). libgomp reads this
+    # when it loads, with the library below.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     try:
         cdll = ctypes.CDLL(str(path))
         cdll.flmn_cpu_key.restype = ctypes.c_char_p

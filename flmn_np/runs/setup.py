@@ -13,7 +13,9 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from .. import __version__
+from ..core import levels
 from ..core.backend import asarray, backend_name, cupy_status, get_xp
+from ..core.cpu_level import start_level
 from ..core.models import ModelConfig, init_params
 from ..core.optim import make_optimizer
 from ..data.augment import rotated_class_ids
@@ -51,13 +53,19 @@ class Run(NamedTuple):
     best: BestTracker | None
 
 
-def choose_backend(name):
-    """get_xp, printing which backend runs and, for 'auto' without CuPy, why."""
+LEVEL_WORDS = {"xp": "the plain code", "elementwise": "elementwise kernels",
+               "step": "one kernel per memory step"}
+
+
+def choose_backend(name, mcfg=None):
+    """get_xp and the level for this process (cpu_level.start_level), printing which backend
+    and level run and, for 'auto' without CuPy, why."""
     xp = get_xp(name)
     note = ""
     if name == "auto" and backend_name(xp) == "numpy":
         note = f" ({cupy_status()[1]})"
-    print(f"backend: {backend_name(xp)}{note}")
+    level = start_level(xp, mcfg)
+    print(f"backend: {backend_name(xp)}{note}, level {level} ({LEVEL_WORDS[level]})")
     return xp
 
 
@@ -109,10 +117,22 @@ def run_record(cfg, mcfg, xp, split_ids, data_dir):
         "data": data_record(cfg, data_dir),
         "version": __version__,
         "backend": backend_name(xp),
+        "level": levels.name(xp.zeros(1)),
         "dtype": DTYPE,
         "start_time": now(),
         "resumes": [],
     }
+
+
+def recorded_level(record):
+    """The level the run trained at last: its last resume's, else its start's (a run recorded
+    before levels were: the plain code on NumPy, 'step' on CuPy)."""
+    entries = [record, *record.get("resumes", [])]
+    last = next((e for e in reversed(entries) if "level" in e), None)
+    if last is not None:
+        return last["level"]
+    backend = (record.get("resumes") or [record])[-1].get("backend", record.get("backend"))
+    return "step" if backend == "cupy" else "xp"
 
 
 def data_record(cfg, data_dir):
@@ -142,9 +162,9 @@ class Loaded:
     def __init__(self):
         self.xp, self.sources = None, {}
 
-    def backend(self, name):
+    def backend(self, name, mcfg=None):
         if self.xp is None:
-            self.xp = choose_backend(name)
+            self.xp = choose_backend(name, mcfg)
         return self.xp
 
     def load_sources(self, cfg, data_dir):
@@ -164,7 +184,7 @@ def setup(rd, loaded=None):
     mcfg = model_config(cfg)
     if cfg.patience and not cfg.val_classes:
         raise ConfigError("--patience needs --val-classes (the classes that decide when to stop)")
-    xp = loaded.backend(cfg.backend)
+    xp = loaded.backend(cfg.backend, mcfg)
     if rd.record is None:
         data_dir = resolve_data_dir(cfg.data_dir)
     else:   # --data-dir given now, else the folder the run recorded (datafolder.py)
@@ -189,8 +209,13 @@ def setup(rd, loaded=None):
         if ckpt is not None:
             params = restore(ckpt, params, opt, xp, rd.path / CHECKPOINT_NAME)
         record["config"] = cfg.to_dict()
+        level, before = levels.name(xp.zeros(1)), recorded_level(record)
+        if level != before:
+            print(f"{rd.path} trained at level {before} until step {start_step} and goes on at "
+                  f"level {level}: its steps are the same math, equal to rounding, not bit for "
+                  f"bit (FLMN_FUSED chooses the level)")
         record.setdefault("resumes", []).append(
-            {"time": now(), "step": start_step, "backend": backend_name(xp)})
+            {"time": now(), "step": start_step, "backend": backend_name(xp), "level": level})
         print(f"resuming {rd.path} at step {start_step}"
               + ("" if ckpt else " (it stopped before its first checkpoint)"))
     remove_stale_temporary_files(rd.path)
