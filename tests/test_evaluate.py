@@ -101,3 +101,21 @@ def test_target_se_must_be_a_positive_number(value, capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "--target-se", value])
     assert e.value.code == 2 and "--target-se" in capsys.readouterr().err
+
+
+def test_report_gives_the_episode_standard_error_where_the_files_have_it(tmp_path, capsys):
+    from flmn_np.report import main as report
+    for name, se in (("flmn-a", 0.0019), ("flmn-b", None)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"config": {"batch_size": 16}}))
+        record = {"checkpoint_step": 6250, "episodes": 7000,
+                  "accuracy": {str(k): 0.5 for k in range(1, 11)}}
+        if se is not None:
+            record["accuracy_se"] = {str(k): se for k in range(1, 11)}
+        (run / "eval_omniglot.json").write_text(json.dumps(record))
+    assert report([str(tmp_path / "flmn-a"), str(tmp_path / "flmn-b"), "--instances", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("| 2nd | episode SE, 2nd |")
+    assert lines[2] == "| flmn-a | 6,250 (100,000) | 7,000 | 50.0 | 0.19 |"
+    assert lines[3] == "| flmn-b | 6,250 (100,000) | 7,000 | 50.0 | n/a |"

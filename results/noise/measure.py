@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.append(str(Path(__file__).resolve().parents[2]))   # after $PYTHONPATH
 from flmn_np.core.backend import get_xp                                      # noqa: E402
 from flmn_np.data.episodes import EpisodeSource                              # noqa: E402
 from flmn_np.data.sources import mnist_source, omniglot_data                 # noqa: E402
