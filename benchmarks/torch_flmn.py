@@ -4,11 +4,14 @@ outside the package (flmn-np itself uses no deep-learning framework). Two uses:
   --check  its autograd gradients against flmn_np's hand-derived ones (float64, tiny sizes)
   --bench  the time of one training step (forward, backward, Adam) at the real sizes, next to
            `python -m flmn_np.bench` measured in the same run on the same machine
+  --compile  also the step under torch.compile (inductor), its compile time reported apart
+  --json     one JSON line of the torch timings (benchmarks/cpu_level.py reads it)
 
     python -m pip install torch==2.13.0      # CPU build; not a requirement of flmn-np
     python benchmarks/torch_flmn.py --check --bench
 """
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -94,22 +97,30 @@ def check(seed=0, cosine_eps="product"):
     return worst < 1e-10
 
 
-def bench_torch(batch_size=16, repeats=20, warmup=3):
+def bench_torch(batch_size=16, repeats=20, warmup=3, compiled=False):
+    """Median ms of one training step; compiled: the loss under torch.compile, and the seconds
+    of its first call (the compile) as well -> (ms, compile_s)."""
     cfg = ModelConfig(model="flmn")
     p = {k: torch.tensor(v, requires_grad=True) for k, v in init_params(cfg, 0, np).items()}
     opt = torch.optim.Adam(p.values(), lr=1e-3)
     rng = np.random.default_rng(0)
     x = torch.tensor((rng.random((batch_size, 50, 400)) < 0.1).astype(np.float32))
     y = torch.tensor(rng.integers(0, 5, (batch_size, 50)))
+    loss_fn = torch.compile(flmn_loss, dynamic=False) if compiled else flmn_loss
+    compile_s = None
+    if compiled:
+        start = time.perf_counter()
+        loss_fn(p, x, y, cfg).backward()
+        compile_s = time.perf_counter() - start
     times = []
     for i in range(warmup + repeats):
         start = time.perf_counter()
         opt.zero_grad()
-        flmn_loss(p, x, y, cfg).backward()
+        loss_fn(p, x, y, cfg).backward()
         opt.step()
         if i >= warmup:
             times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return statistics.median(times), compile_s
 
 
 def main():
@@ -117,13 +128,27 @@ def main():
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--bench", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[16])
     args = parser.parse_args()
     ok = True
     if args.check:
         ok = all([check(cosine_eps=placement) for placement in ("product", "inside")])
-    if args.bench:
+    if args.bench and args.json:
         torch.set_num_threads(args.threads)
-        ms = bench_torch()
+        rows = []
+        for B in args.batch_size:
+            ms, _ = bench_torch(B)
+            rows.append({"impl": "torch eager", "batch_size": B, "ms_per_step": round(ms, 2)})
+            if args.compile:
+                ms, compile_s = bench_torch(B, compiled=True)
+                rows.append({"impl": "torch.compile", "batch_size": B,
+                             "ms_per_step": round(ms, 2), "compile_s": round(compile_s, 1)})
+        print(json.dumps({"torch": torch.__version__, "threads": args.threads, "rows": rows}))
+    elif args.bench:
+        torch.set_num_threads(args.threads)
+        ms, _ = bench_torch()
         ours = flmn_np_bench("flmn", 16, "numpy")
         print(f"torch {torch.__version__} eager, {args.threads} threads: {ms:.1f} ms/step; "
               f"flmn_np numpy: {ours['ms_per_step']:.1f} ms/step (FLMN, B=16, T=50, H=200, Adam)")

@@ -2,6 +2,8 @@
 
     python -m flmn_np.bench --model {flmn,mann} --batch-size B --backend {numpy,cupy} [--json]
     python -m flmn_np.bench --stack G [G ...]    a stack of G models against G single models
+    python -m flmn_np.bench --levels [B ...]     NumPy's plain code, its CPU step level and
+                                                 the GEMM floor, side by side (default B 16 64)
 
 Times forward + backward + Adam on random inputs of the real shapes, after warm-up, and prints
 the median ms per step, episodes per second and peak memory. The GEMM floor is the time of
@@ -23,6 +25,7 @@ import contextlib
 import functools
 import importlib
 import json
+import os
 import pkgutil
 import statistics
 import sys
@@ -391,6 +394,60 @@ def launches(counts):
     return sum(n for name, n in counts.items() if name not in VIEW_OPERATIONS)
 
 
+def bench_levels(models=(("flmn", 1), ("mann", 1), ("mann", 4)), batch_sizes=(16, 64),
+                 samples_per_class=10, warmup=3, repeats=15):
+    """NumPy's two levels and the GEMM floor in one process, interleaved (a plain step, then a
+    step at the CPU step level, `repeats` times; medians), for each model and B: what the CPU
+    build of the step kernels (core/cpu_level.py) gains, and how far each is above the floor.
+    Threads: BLAS's from OPENBLAS_NUM_THREADS, the kernels' from OMP_NUM_THREADS."""
+    from .core import cpu_kernels, cpu_level
+    cpu = cpu_level.cpu_step_level()
+    rows = []
+    for model, reads in models:
+        cfg = ModelConfig(model=model, reads=reads)
+        for B in batch_sizes:
+            steps = {}
+            for name, level in (("plain", levels.PLAIN), ("cpu", cpu)):
+                with levels.use_level("numpy", level):
+                    params = init_params(cfg, 0, np)
+                    opt = Adam(params)
+                    x, y = random_batch(cfg, B, samples_per_class, np)
+
+                    def step(params=params, opt=opt, x=x, y=y, level=level):
+                        with levels.use_level("numpy", level):
+                            _, _, grads = loss_and_grads(params, x, y, cfg)
+                            opt.step(params, grads)
+                    steps[name] = step
+            for _ in range(warmup):
+                for step in steps.values():
+                    step()
+            times = {name: [] for name in steps}
+            for _ in range(repeats):
+                for name, step in steps.items():
+                    times[name].append(time_it(step, np, 1))
+            # each level's own products: the plain code's include the memory step's (k M^T,
+            # w M, ...), which the step kernels compute inside; the CPU level's are the
+            # controller's and the output layer's alone
+            floors = {}
+            for name, step in steps.items():
+                calls = record_matmuls(np, step)
+                floors[name] = time_it(lambda: [np.matmul(a, b) for a, b in calls], np, repeats)
+            floor, own = floors["plain"], floors["cpu"]
+            plain, step_ms = (statistics.median(times[n]) for n in ("plain", "cpu"))
+            rows.append({"model": model, "reads": reads, "batch_size": B,
+                         "plain_ms": round(plain, 2), "cpu_step_ms": round(step_ms, 2),
+                         "gemm_floor_ms": round(floor, 2), "cpu_step_gemm_floor_ms": round(own, 2),
+                         "speedup": round(plain / step_ms, 2),
+                         "plain_floor_ratio": round(plain / floor, 2),
+                         "cpu_step_floor_ratio": round(step_ms / own, 2)})
+            print(f"{model} R={reads} B={B}: plain {plain:.1f} ms (GEMM floor {floor:.1f}), CPU "
+                  f"step level {step_ms:.1f} ms ({plain / step_ms:.2f}x; its GEMM floor "
+                  f"{own:.1f})",
+                  file=sys.stderr, flush=True)
+    return {"blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+            "kernel_threads": cpu_kernels.num_threads(), "rows": rows}
+
+
 GPU_STACKS = (1, 8, 32)   # the sizes gpucheck times on CuPy at B = 16
 
 
@@ -440,6 +497,9 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int_at_least(0), default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--ops", action="store_true", help="also print the array operations by kind")
+    parser.add_argument("--levels", type=int_at_least(1), nargs="*", metavar="B",
+                        help="NumPy's plain code against its CPU step level and the GEMM floor, "
+                             "FLMN, MANN R = 1 and 4, at each B (default 16 64); one JSON line")
     parser.add_argument("--stack", type=int_at_least(1), nargs="+", metavar="G",
                         help="time stacks of G models against G single models (e.g. 1 2 5 10)")
     args = parser.parse_args(argv)
@@ -448,6 +508,10 @@ def main(argv=None):
 
 def bench_and_print(args):
     try:
+        if args.levels is not None:
+            print(json.dumps(bench_levels(batch_sizes=tuple(args.levels or (16, 64)),
+                                          warmup=args.warmup, repeats=args.repeats)))
+            return 0
         if args.stack:
             result = bench_stack(args.stack, args.model, args.batch_size, args.backend,
                                  args.reads, warmup=args.warmup, repeats=args.repeats)

@@ -11,6 +11,8 @@ Without a GPU (tests/kernel_harness.py):
 - mutations of the source (a dropped term of the softmax backward, the tie-break turned, the
   read taken before the write) make that comparison fail.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -117,6 +119,32 @@ def test_a_broken_source_fails_to_compile():
     assert broken != step_kernels.SOURCE
     with pytest.raises(CompileException, match="expected a \";\""):
         nvrtc_compile_module(broken, step_kernels.NAME_EXPRESSIONS, step_kernels.OPTIONS, "80")
+
+
+def _file_line(text):
+    """The line of flmn_np/core/step_kernels.py that first holds text."""
+    lines = Path(step_kernels.__file__).read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if text in line)
+
+
+def test_a_compile_error_names_the_line_of_the_file():
+    """SOURCE carries #line directives: NVRTC and g++ name step_kernels.py and a line of it, a
+    line at or just after the broken statement that holds the code the compiler quotes."""
+    import re
+    from cupy.cuda.compiler import CompileException
+    from kernel_harness import build_cpp, raw_cpp_source
+    lines = Path(step_kernels.__file__).read_text().splitlines()
+    line = _file_line("T g_w = act[3 * W];")
+    broken = step_kernels.SOURCE.replace("T g_w = act[3 * W];", "T g_w = act[3 * W]", 1)
+    with pytest.raises(CompileException) as e:
+        nvrtc_compile_module(broken, step_kernels.NAME_EXPRESSIONS, step_kernels.OPTIONS, "80")
+    named, quoted = re.search(r"step_kernels\.py\((\d+)\): error[^\n]*\n([^\n]*)",
+                              str(e.value)).groups()
+    assert line <= int(named) <= line + 3 and lines[int(named) - 1].strip() == quoted.strip()
+    with pytest.raises(RuntimeError) as e:
+        build_cpp(raw_cpp_source(step_kernels.FLMN_FORWARD, "double", broken))
+    named = int(re.search(r"step_kernels\.py:(\d+):\d+: error", str(e.value)).group(1))
+    assert line <= named <= line + 3, str(e.value)
 
 
 # ----------------------------------------------------------------------- semantics on the CPU

@@ -28,6 +28,7 @@ Plain formulas and the order of operations: docs/derivations.md#one-kernel-per-m
 """
 import functools
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -288,7 +289,10 @@ FLMN_FORWARD = RawSpec("flmn_step_forward", """
     T* act, T* M_f, T* M_l, T* w_r, T* w_wf, T* w_u, T* w_lu, T* r, int ld_r,
     int E, int N, int W, T gamma, T eps_product, T eps_inside""", """
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
-  if (e >= E) return;
+  if (e >= E) return;                     // thread e computes episode e, alone
+  // every pointer moved to episode e's rows (n_head, N W, N or R N values each); forward:
+  // b_head to its model's row (bias_every episodes a model), r to row e of the [r | h] buffer
+  // (ld_r apart); backward: dr_next, dr_out to row e of theirs (ld_dr apart)
   const int n_head = 3 * W + 1;
   const long long NW = (long long)N * W;
   heads += e * n_head;  b_head += e / bias_every * n_head;  act += e * n_head;  r += e * ld_r;
@@ -324,7 +328,10 @@ FLMN_BACKWARD = RawSpec("flmn_step_backward", """
     T* dheads, T* dM_f_prev, T* dM_l_prev, T* dw_r_prev, T* dw_wf_prev,
     int E, int N, int W, T eps_product, T eps_inside, T tiny""", """
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
-  if (e >= E) return;
+  if (e >= E) return;                     // thread e computes episode e, alone
+  // every pointer moved to episode e's rows (n_head, N W, N or R N values each); forward:
+  // b_head to its model's row (bias_every episodes a model), r to row e of the [r | h] buffer
+  // (ld_r apart); backward: dr_next, dr_out to row e of theirs (ld_dr apart)
   const int n_head = 3 * W + 1;
   const long long NW = (long long)N * W;
   dr_next += e * ld_dr;  dr_out += e * ld_dr;  act += e * n_head;  dheads += e * n_head;
@@ -380,7 +387,10 @@ MANN_FORWARD = RawSpec("mann_step_forward", """
     T* act, T* M, T* w_r, T* w_w, T* w_u, T* w_lu, T* r, int ld_r,
     int E, int N, int W, int R, int key_is_add, T gamma, T eps_product, T eps_inside""", """
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
-  if (e >= E) return;
+  if (e >= E) return;                     // thread e computes episode e, alone
+  // every pointer moved to episode e's rows (n_head, N W, N or R N values each); forward:
+  // b_head to its model's row (bias_every episodes a model), r to row e of the [r | h] buffer
+  // (ld_r apart); backward: dr_next, dr_out to row e of theirs (ld_dr apart)
   const int n_vec = key_is_add ? R * W : 2 * R * W, n_head = n_vec + R;
   const long long NW = (long long)N * W, RN = (long long)R * N;
   heads += e * n_head;  b_head += e / bias_every * n_head;  act += e * n_head;  r += e * ld_r;
@@ -421,7 +431,10 @@ MANN_BACKWARD = RawSpec("mann_step_backward", """
     T* dheads, T* dM_prev, T* dw_r_prev,
     int E, int N, int W, int R, int key_is_add, T eps_product, T eps_inside, T tiny""", """
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
-  if (e >= E) return;
+  if (e >= E) return;                     // thread e computes episode e, alone
+  // every pointer moved to episode e's rows (n_head, N W, N or R N values each); forward:
+  // b_head to its model's row (bias_every episodes a model), r to row e of the [r | h] buffer
+  // (ld_r apart); backward: dr_next, dr_out to row e of theirs (ld_dr apart)
   const int n_vec = key_is_add ? R * W : 2 * R * W, n_head = n_vec + R;
   const long long NW = (long long)N * W, RN = (long long)R * N;
   dr_next += e * ld_dr;  dr_out += e * ld_dr;  act += e * n_head;  dheads += e * n_head;
@@ -485,11 +498,42 @@ SPECS = (FLMN_FORWARD, FLMN_BACKWARD, MANN_FORWARD, MANN_BACKWARD)
 CTYPES = {"float32": "float", "float64": "double"}
 
 
+# --------------------------------------------------------------------------- the CUDA module
+
+FILE = "flmn_np/core/step_kernels.py"      # named by #line, as the package lays it out
+_FILE_TEXT = Path(__file__).read_text()
+
+
+def located(text, file_text=None, file=FILE):
+    """text with `#line` directives giving, for each run of its lines written verbatim in this
+    file, the line it is written on, so that a compiler's message (NVRTC's, g++'s) names the
+    line of the file, not of SOURCE; lines not found (a mutated copy's) carry no directive."""
+    file_text = _FILE_TEXT if file_text is None else file_text
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        j, at = i, -1
+        while j < len(lines):                      # the longest run lines[i:j+1] in the file
+            found = file_text.find("\n".join(lines[i:j + 1]))
+            if found < 0:
+                break
+            at, j = found, j + 1
+        if at < 0 or not "".join(lines[i:j]).strip():
+            out.append(lines[i])
+            i += 1
+            continue
+        out.append(f'#line {file_text[:at].count(chr(10)) + 1} "{file}"')
+        out += lines[i:j]
+        i = j
+    return "\n".join(out)
+
+
 def kernel_source(spec):
-    return f"template <typename T>\n__global__ void {spec.name}({spec.params}) {{{spec.body}}}\n"
+    """`template <typename T> __global__ void name(params) { body }`, the body located."""
+    return (f"template <typename T>\n__global__ void {spec.name}({spec.params}) {{\n"
+            f"{located(spec.body)}}}\n")
 
 
-SOURCE = PREAMBLE + HELPERS + "".join(kernel_source(spec) for spec in SPECS)
+SOURCE = PREAMBLE + located(HELPERS) + "\n" + "".join(kernel_source(spec) for spec in SPECS)
 NAME_EXPRESSIONS = tuple(f"{spec.name}<{c}>" for spec in SPECS for c in CTYPES.values())
 
 
@@ -504,104 +548,9 @@ def param_kinds(spec):
     return kinds
 
 
-@functools.cache
-def cupy_module():
-    """The `cupy.RawModule` of SOURCE (compiled by CuPy at its first use, both float types)."""
-    import cupy
-    return cupy.RawModule(code=SOURCE, options=OPTIONS, name_expressions=NAME_EXPRESSIONS)
-
-
-class _CupyLaunch:
-    """One kernel of cupy_module() for one float type, called as (n_threads, args)."""
-
-    def __init__(self, spec, dtype):
-        self.name, self.kinds = spec.name, param_kinds(spec)
-        self.scalar = np.dtype(dtype).type
-        self.function = cupy_module().get_function(f"{spec.name}<{CTYPES[np.dtype(dtype).name]}>")
-
-    def __call__(self, n_threads, args):
-        values = []
-        for (kind, name), a in zip(self.kinds, args, strict=True):
-            if kind == "array":     # a copy would lose what the kernel writes: refused
-                if not a.flags.c_contiguous:
-                    raise ValueError(f"{self.name}: {name} is not C-contiguous")
-                values.append(a)
-            else:
-                values.append(np.int32(a) if kind == "int" else self.scalar(a))
-        blocks = max(1, math.ceil(n_threads / THREADS_PER_BLOCK))
-        self.function((blocks,), (THREADS_PER_BLOCK,), tuple(values))
-
-
-class _TinyConfig(NamedTuple):
-    """The fields of models.ModelConfig the wrappers below read (build_all's tiny models)."""
-    model: str
-    reads: int
-    mann_add: str = "separate"
-    n_slots: int = 3
-    width: int = 2
-    gamma: float = 0.95
-    cosine_eps: str = "product"
-
-
-# FLMN and MANN R = 2, its add vector separate and the key: every kernel of SOURCE
-STARTUP_CONFIGS = (_TinyConfig("flmn", 1), _TinyConfig("mann", 2), _TinyConfig("mann", 2, "key"))
-_FLMN_MEMORY = NamedTuple("FLMNMemory", [(f, object) for f in
-                                         ("M_f", "M_l", "w_r", "w_wf", "w_u", "w_lu")])
-_MANN_MEMORY = NamedTuple("MANNMemory", [(f, object) for f in ("M", "w_r", "w_w", "w_u", "w_lu")])
-
-
-def _zero_memory(cfg, E, xp, dtype):
-    """A memory of zeros of cfg's shapes (flmn.initial_memory's, mann.initial_memory's)."""
-    N, W, R = cfg.n_slots, cfg.width, cfg.reads
-    memory = _FLMN_MEMORY if cfg.model == "flmn" else _MANN_MEMORY
-    return memory(*(xp.zeros((E, N, W) if f.startswith("M") else (E, N) if f == "w_u"
-                             else (E, R, N), dtype=dtype) for f in memory._fields))
-
-
-def build_all(xp, launch=None):
-    """Compile SOURCE and run every kernel (both float types) once now, on tiny zero inputs
-    (STARTUP_CONFIGS), through the wrappers below, as kernels.build_all does for the
-    elementwise kernels: a missing NVRTC, a source that does not build or a launch that fails
-    shows at startup (backend.get_xp), not at the first step. launch: the launcher (default
-    launch_cupy); returns the (spec name, dtype) pairs launched."""
-    launched = []
-    launch = launch or launch_cupy
-
-    def recording(spec, n_threads, args):
-        launched.append((spec.name, next(a.dtype for a in args if hasattr(a, "dtype")).name))
-        launch(spec, n_threads, args)
-
-    for cfg in STARTUP_CONFIGS:
-        W, R, E = cfg.width, cfg.reads, 2
-        head = 3 * W + 1 if cfg.model == "flmn" else (1 if cfg.mann_add == "key" else 2) * R * W + R
-        for dtype in CTYPES:
-            heads, b_head = xp.zeros((E, head), dtype=dtype), xp.zeros((head,), dtype=dtype)
-            mem = _zero_memory(cfg, E, xp, dtype)
-            r, _, cache = STEP_FORWARD[cfg.model](heads, b_head, mem, cfg, 1e-8, launch=recording)
-            rows = xp.zeros(r.shape, dtype=dtype)
-            STEP_BACKWARD[cfg.model](rows, rows, _zero_memory(cfg, E, xp, dtype), cache, cfg,
-                                     1e-8, launch=recording)
-    return launched
-
-
-@functools.cache
-def cupy_function(spec, dtype):
-    """The launcher of one kernel for arrays of `dtype` (built once)."""
-    return _CupyLaunch(spec, dtype)
-
-
-def launch_cupy(spec, n_threads, args):
-    """Run a spec on CuPy arrays: `n_threads` threads (one per episode), args in the order of
-    spec.params (arrays, ints, numbers); outputs are written in place."""
-    dtype = next(a.dtype for a in args if hasattr(a, "dtype"))
-    cupy_function(spec, dtype)(n_threads, args)
-
-
-def launcher(x, launch=None):
-    """`launch` if given, else the raw launcher of array x's level (levels.Level.launch_raw),
-    else launch_cupy."""
-    return launch or levels.of(x).launch_raw or launch_cupy
-
+# ------------------------------------------------------------------------------- the wrappers
+# Each allocates its outputs with xp and hands the spec, one thread per episode and the
+# arguments in the spec's order to the launcher of its arrays' level (launcher, below).
 
 def _episodes(x, n_trailing):
     """E, the number of episodes: the product of x's leading axes (all but n_trailing)."""
@@ -737,3 +686,104 @@ def supported(cfg):
 
 STEP_FORWARD = {"flmn": flmn_step_forward, "mann": mann_step_forward}
 STEP_BACKWARD = {"flmn": flmn_step_backward, "mann": mann_step_backward}
+
+
+# ----------------------------------------------------------------------- launching the kernels
+
+@functools.cache
+def cupy_module():
+    """The `cupy.RawModule` of SOURCE (compiled by CuPy at its first use, both float types)."""
+    import cupy
+    return cupy.RawModule(code=SOURCE, options=OPTIONS, name_expressions=NAME_EXPRESSIONS)
+
+
+class _CupyLaunch:
+    """One kernel of cupy_module() for one float type, called as (n_threads, args)."""
+
+    def __init__(self, spec, dtype):
+        self.name, self.kinds = spec.name, param_kinds(spec)
+        self.scalar = np.dtype(dtype).type
+        self.function = cupy_module().get_function(f"{spec.name}<{CTYPES[np.dtype(dtype).name]}>")
+
+    def __call__(self, n_threads, args):
+        values = []
+        for (kind, name), a in zip(self.kinds, args, strict=True):
+            if kind == "array":     # a copy would lose what the kernel writes: refused
+                if not a.flags.c_contiguous:
+                    raise ValueError(f"{self.name}: {name} is not C-contiguous")
+                values.append(a)
+            else:
+                values.append(np.int32(a) if kind == "int" else self.scalar(a))
+        blocks = max(1, math.ceil(n_threads / THREADS_PER_BLOCK))
+        self.function((blocks,), (THREADS_PER_BLOCK,), tuple(values))
+
+
+class _TinyConfig(NamedTuple):
+    """The fields of models.ModelConfig the wrappers below read (build_all's tiny models)."""
+    model: str
+    reads: int
+    mann_add: str = "separate"
+    n_slots: int = 3
+    width: int = 2
+    gamma: float = 0.95
+    cosine_eps: str = "product"
+
+
+# FLMN and MANN R = 2, its add vector separate and the key: every kernel of SOURCE
+STARTUP_CONFIGS = (_TinyConfig("flmn", 1), _TinyConfig("mann", 2), _TinyConfig("mann", 2, "key"))
+_FLMN_MEMORY = NamedTuple("FLMNMemory", [(f, object) for f in
+                                         ("M_f", "M_l", "w_r", "w_wf", "w_u", "w_lu")])
+_MANN_MEMORY = NamedTuple("MANNMemory", [(f, object) for f in ("M", "w_r", "w_w", "w_u", "w_lu")])
+
+
+def _zero_memory(cfg, E, xp, dtype):
+    """A memory of zeros of cfg's shapes (flmn.initial_memory's, mann.initial_memory's)."""
+    N, W, R = cfg.n_slots, cfg.width, cfg.reads
+    memory = _FLMN_MEMORY if cfg.model == "flmn" else _MANN_MEMORY
+    return memory(*(xp.zeros((E, N, W) if f.startswith("M") else (E, N) if f == "w_u"
+                             else (E, R, N), dtype=dtype) for f in memory._fields))
+
+
+def build_all(xp, launch=None):
+    """Compile SOURCE and run every kernel (both float types) once now, on tiny zero inputs
+    (STARTUP_CONFIGS), through the wrappers below, as kernels.build_all does for the
+    elementwise kernels: a missing NVRTC, a source that does not build or a launch that fails
+    shows at startup (backend.get_xp), not at the first step. launch: the launcher (default
+    launch_cupy); returns the (spec name, dtype) pairs launched."""
+    launched = []
+    launch = launch or launch_cupy
+
+    def recording(spec, n_threads, args):
+        launched.append((spec.name, next(a.dtype for a in args if hasattr(a, "dtype")).name))
+        launch(spec, n_threads, args)
+
+    for cfg in STARTUP_CONFIGS:
+        W, R, E = cfg.width, cfg.reads, 2
+        head = 3 * W + 1 if cfg.model == "flmn" else (1 if cfg.mann_add == "key" else 2) * R * W + R
+        for dtype in CTYPES:
+            heads, b_head = xp.zeros((E, head), dtype=dtype), xp.zeros((head,), dtype=dtype)
+            mem = _zero_memory(cfg, E, xp, dtype)
+            r, _, cache = STEP_FORWARD[cfg.model](heads, b_head, mem, cfg, 1e-8, launch=recording)
+            rows = xp.zeros(r.shape, dtype=dtype)
+            STEP_BACKWARD[cfg.model](rows, rows, _zero_memory(cfg, E, xp, dtype), cache, cfg,
+                                     1e-8, launch=recording)
+    return launched
+
+
+@functools.cache
+def cupy_function(spec, dtype):
+    """The launcher of one kernel for arrays of `dtype` (built once)."""
+    return _CupyLaunch(spec, dtype)
+
+
+def launch_cupy(spec, n_threads, args):
+    """Run a spec on CuPy arrays: `n_threads` threads (one per episode), args in the order of
+    spec.params (arrays, ints, numbers); outputs are written in place."""
+    dtype = next(a.dtype for a in args if hasattr(a, "dtype"))
+    cupy_function(spec, dtype)(n_threads, args)
+
+
+def launcher(x, launch=None):
+    """`launch` if given, else the raw launcher of array x's level (levels.Level.launch_raw),
+    else launch_cupy."""
+    return launch or levels.of(x).launch_raw or launch_cupy
