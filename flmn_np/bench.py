@@ -35,7 +35,7 @@ import tracemalloc
 import numpy as np
 
 from . import core
-from .core import levels
+from .core import cpu_kernels, cpu_level, levels
 from .core.backend import BACKENDS, asarray, backend_name, get_xp
 from .core.models import ModelConfig, init_params, loss_and_grads, stack_params
 from .core.optim import Adam, clip_by_global_norm
@@ -400,7 +400,6 @@ def bench_levels(models=(("flmn", 1), ("mann", 1), ("mann", 4)), batch_sizes=(16
     step at the CPU step level, `repeats` times; medians), for each model and B: what the CPU
     build of the step kernels (core/cpu_level.py) gains, and how far each is above the floor.
     Threads: BLAS's from OPENBLAS_NUM_THREADS, the kernels' from OMP_NUM_THREADS."""
-    from .core import cpu_kernels, cpu_level
     cpu = cpu_level.cpu_step_level()
     rows = []
     for model, reads in models:
