@@ -50,11 +50,12 @@ def _sync(xp):
         cupy.cuda.Device().synchronize()
 
 
-def random_batch(cfg, batch_size, samples_per_class, xp, seed=0):
-    """Binary images with 10% ink and random labels, of the real shapes."""
-    rng = np.random.default_rng(seed)
+def random_batch(cfg, batch_size, samples_per_class, xp, seed=0, rng=None, dtype="float32"):
+    """Binary images with 10% ink and random labels, of the real shapes, drawn from `rng` (else
+    a Generator seeded with `seed`), x in `dtype`."""
+    rng = np.random.default_rng(seed) if rng is None else rng
     T = cfg.n_classes * samples_per_class
-    x = (rng.random((batch_size, T, cfg.input_size)) < 0.1).astype(np.float32)
+    x = (rng.random((batch_size, T, cfg.input_size)) < 0.1).astype(dtype)
     y = rng.integers(0, cfg.n_classes, size=(batch_size, T))
     return asarray(x, xp), asarray(y, xp)
 

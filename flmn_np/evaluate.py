@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import int_at_least, run_command
 from .core.backend import BACKENDS, backend_name, get_xp
 from .data.episodes import EpisodeSource
 from .data.sources import mnist_source, omniglot_data
 from .runs.checkpoint import CHECKPOINT_NAME
-from .cli import int_at_least, run_command
 from .runs.config import check_episode_sizes, model_config
 from .runs.datafolder import run_data_dir
 from .runs.evaluation import eval_record, evaluate_params, load_run, params_from_checkpoint

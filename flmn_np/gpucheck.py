@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import bench, gpu_stack, operation_counts, stack_markdown
+from .bench import bench, gpu_stack, operation_counts, random_batch, stack_markdown
 from .core import backend, levels
 from .core.backend import BackendError, get_xp, to_numpy
 from .core.models import ModelConfig, init_params, loss_and_grads, stack_params
@@ -92,12 +92,10 @@ def train_losses(xp, model, dtype, steps, seed=0, batch_size=16, cfg=None):
     params = init_params(cfg, seed, xp, dtype)
     opt = Adam(params)
     rng = np.random.default_rng(seed)
-    T = cfg.n_classes * 10
     losses = []
     for _ in range(steps):
-        x = (rng.random((batch_size, T, cfg.input_size)) < 0.1).astype(dtype)
-        y = rng.integers(0, cfg.n_classes, size=(batch_size, T))
-        loss, _, grads = loss_and_grads(params, xp.asarray(x), xp.asarray(y), cfg)
+        x, y = random_batch(cfg, batch_size, 10, xp, rng=rng, dtype=dtype)
+        loss, _, grads = loss_and_grads(params, x, y, cfg)
         opt.step(params, grads)
         losses.append(float(to_numpy(loss)))
     return np.array(losses)
