@@ -56,7 +56,8 @@ def main(argv=None):
 def table(args):
     rows = [row(d, args.dataset, args.instances, args.best) for d in args.run_dirs]
     with_se = any(se is not None for _, se in rows)
-    print("| run | steps (episodes) | test episodes | " + " | ".join(ordinal(k) for k in args.instances) + " |"
+    columns = " | ".join(ordinal(k) for k in args.instances)
+    print(f"| run | steps (episodes) | test episodes | {columns} |"
           + (" episode SE, 2nd |" if with_se else ""))
     print("|---|---|---|" + "---|" * len(args.instances) + ("---|" if with_se else ""))
     for text, se in rows:

@@ -66,7 +66,8 @@ def main():
                 ("SD over sets (the noise)", accs.std(0, ddof=1)),
                 ("episode SE, mean of the sets'", ses.mean(0)),
                 ("per-episode SD (SE x sqrt(n))", ses.mean(0) * np.sqrt(args.episodes)),
-                ("episodes for SE <= 0.2", np.ceil((ses.mean(0) * np.sqrt(args.episodes) / 0.2) ** 2)))
+                ("episodes for SE <= 0.2",
+                 np.ceil((ses.mean(0) * np.sqrt(args.episodes) / 0.2) ** 2)))
         for name, v in rows:
             print(f"  {name:32s}" + "".join(f"{x:9.2f}" for x in v[col]))
         sys.stdout.flush()
