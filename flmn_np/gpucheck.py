@@ -31,7 +31,6 @@ part's budget, seconds and whether it finished or was cut. Exit code 0 when ever
 and every comparison agrees, 1 otherwise, 2 (one line) without a GPU.
 """
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
 import json

@@ -120,7 +120,6 @@ def stand_in_device(monkeypatch):
     as it sets CuPy's, every kernel of every level run from its source on the CPU
     (g++, tests/kernel_harness.py), the training comparisons at tiny sizes, the GPU-only tests,
     bench and PyTorch answered at once. -> the list of (level, model, B) bench was asked."""
-    import types
     from flmn_np.core import backend, kernels, levels, step_kernels
     from flmn_np.gradcheck import TINY
     from kernel_harness import launch_cpp, launch_raw_cpp

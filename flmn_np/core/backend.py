@@ -72,7 +72,7 @@ def cupy_level_from_env():
         name = levels.parse_env(os.environ.get("FLMN_FUSED")) or "step"
     except ValueError as e:
         raise BackendError(str(e)) from None
-    return levels.Level(name, elementwise_ops=name != "xp")
+    return levels.cupy_level(name)
 
 
 @functools.cache
@@ -87,13 +87,11 @@ def _start_cupy():
     float(cupy.sum(cupy.tanh(x) * 2.0))            # a CuPy ufunc and reduction: NVRTC + headers
     level = cupy_level_from_env()
     levels.set_level("cupy", level)
-    level = level.name
-    if level != "xp":
+    if level.name != "xp":
         kernels.build_all(_cupy_namespace())
-    if level == "step":
+    if level.name == "step":
         step_kernels.build_all(_cupy_namespace())
     cupy.cuda.Device().synchronize()              # a failed launch raises here, not at step 1
-
 
 
 def get_xp(name="numpy"):

@@ -42,8 +42,8 @@ def _check_cpu_level(level):
             with levels.use_level("numpy", held):
                 params = models.init_params(cfg, 0, np, "float64")
                 opt = optim.Adam(params)
-                loss = models.loss_and_grads(params, x, y, cfg)[0]
-                opt.step(params, models.loss_and_grads(params, x, y, cfg)[2])
+                loss, _, grads = models.loss_and_grads(params, x, y, cfg)
+                opt.step(params, grads)
                 out.append((float(loss), params["W_lstm"].copy()))
         (l_plain, p_plain), (l_step, p_step) = out
         if abs(l_plain - l_step) > 1e-12 or np.max(np.abs(p_plain - p_step)) > 1e-12:

@@ -44,8 +44,14 @@ class Level:
             raise ValueError(f"level must be one of {NAMES}, got {self.name!r}")
 
 
+def cupy_level(name):
+    """CuPy's level `name`: its launchers (None: kernels.launch_cupy, step_kernels.launch_cupy),
+    the ops on the elementwise kernels at both fused levels."""
+    return Level(name, elementwise_ops=name != "xp")
+
+
 PLAIN = Level("xp")
-DEFAULTS = {"cupy": Level("step", elementwise_ops=True)}
+DEFAULTS = {"cupy": cupy_level("step")}
 _held = {}                          # backend ('numpy', 'cupy', 'array_api_strict') -> Level
 
 
@@ -90,7 +96,7 @@ def use_level(backend, level):
     """`level` (a Level, or a name with CuPy's launchers) for arrays of `backend` inside the
     block, the level before restored after it."""
     if isinstance(level, str):
-        level = Level(level, elementwise_ops=level != "xp")
+        level = cupy_level(level)
     saved = _held.get(backend)
     _held[backend] = level
     try:

@@ -92,6 +92,7 @@ def least_used(w_u, n_heads):
 # CuPy's elementwise level (levels.py): the write weights, a one-head write and the usage after
 # its head sums each one kernel (kernels.WRITE_WEIGHTS, WRITE or WRITE_ADD, USAGE).
 def _write_forward_kernel(M_prev, w, a, erase=None):
+    """write_forward for one head in one kernel      [FLMN eq 7-8, eq 10]: the same (M, cache)."""
     keep = _keep(erase)
     return kernels.write_forward(M_prev, w, a, keep), (w, a, keep)
 

@@ -290,9 +290,8 @@ FLMN_FORWARD = RawSpec("flmn_step_forward", """
     int E, int N, int W, T gamma, T eps_product, T eps_inside""", """
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
   if (e >= E) return;                     // thread e computes episode e, alone
-  // every pointer moved to episode e's rows (n_head, N W, N or R N values each); forward:
-  // b_head to its model's row (bias_every episodes a model), r to row e of the [r | h] buffer
-  // (ld_r apart); backward: dr_next, dr_out to row e of theirs (ld_dr apart)
+  // every pointer moved to episode e's rows (n_head, N W, N or R N values each), b_head to
+  // its model's row (bias_every episodes a model), r to row e of the [r | h] buffer (ld_r apart)
   const int n_head = 3 * W + 1;
   const long long NW = (long long)N * W;
   heads += e * n_head;  b_head += e / bias_every * n_head;  act += e * n_head;  r += e * ld_r;
@@ -329,9 +328,8 @@ FLMN_BACKWARD = RawSpec("flmn_step_backward", """
     int E, int N, int W, T eps_product, T eps_inside, T tiny""", """
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
   if (e >= E) return;                     // thread e computes episode e, alone
-  // every pointer moved to episode e's rows (n_head, N W, N or R N values each); forward:
-  // b_head to its model's row (bias_every episodes a model), r to row e of the [r | h] buffer
-  // (ld_r apart); backward: dr_next, dr_out to row e of theirs (ld_dr apart)
+  // every pointer moved to episode e's rows (n_head, N W, N or R N values each), dr_next and
+  // dr_out to row e of their [r | h] buffers (ld_dr apart)
   const int n_head = 3 * W + 1;
   const long long NW = (long long)N * W;
   dr_next += e * ld_dr;  dr_out += e * ld_dr;  act += e * n_head;  dheads += e * n_head;
@@ -388,9 +386,8 @@ MANN_FORWARD = RawSpec("mann_step_forward", """
     int E, int N, int W, int R, int key_is_add, T gamma, T eps_product, T eps_inside""", """
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
   if (e >= E) return;                     // thread e computes episode e, alone
-  // every pointer moved to episode e's rows (n_head, N W, N or R N values each); forward:
-  // b_head to its model's row (bias_every episodes a model), r to row e of the [r | h] buffer
-  // (ld_r apart); backward: dr_next, dr_out to row e of theirs (ld_dr apart)
+  // every pointer moved to episode e's rows (n_head, N W, N or R N values each), b_head to
+  // its model's row (bias_every episodes a model), r to row e of the [r | h] buffer (ld_r apart)
   const int n_vec = key_is_add ? R * W : 2 * R * W, n_head = n_vec + R;
   const long long NW = (long long)N * W, RN = (long long)R * N;
   heads += e * n_head;  b_head += e / bias_every * n_head;  act += e * n_head;  r += e * ld_r;
@@ -432,9 +429,8 @@ MANN_BACKWARD = RawSpec("mann_step_backward", """
     int E, int N, int W, int R, int key_is_add, T eps_product, T eps_inside, T tiny""", """
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
   if (e >= E) return;                     // thread e computes episode e, alone
-  // every pointer moved to episode e's rows (n_head, N W, N or R N values each); forward:
-  // b_head to its model's row (bias_every episodes a model), r to row e of the [r | h] buffer
-  // (ld_r apart); backward: dr_next, dr_out to row e of theirs (ld_dr apart)
+  // every pointer moved to episode e's rows (n_head, N W, N or R N values each), dr_next and
+  // dr_out to row e of their [r | h] buffers (ld_dr apart)
   const int n_vec = key_is_add ? R * W : 2 * R * W, n_head = n_vec + R;
   const long long NW = (long long)N * W, RN = (long long)R * N;
   dr_next += e * ld_dr;  dr_out += e * ld_dr;  act += e * n_head;  dheads += e * n_head;
